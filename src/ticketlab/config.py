@@ -1,0 +1,283 @@
+"""Typed hyper-parameters, per-model paper presets, TOML input and the canonical hash that names a run.
+
+A run's configuration is built in layers, each overriding the one before:
+dataclass defaults <- the model's paper preset <- a TOML file <- command-line flags.
+Its hash covers only the fields that differ from the dataclass defaults, so a field added later with a
+"no change" default leaves every earlier hash, and so every stored run, findable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from .errors import TicketlabError
+
+
+@dataclass(frozen=True)
+class DatasetHparams:
+    name: str = "fashion_mnist"
+    val_size: int = 5000  # held out of the training set, as in the paper
+    split_seed: int = 0  # the validation split is the same for every replicate
+
+
+@dataclass(frozen=True)
+class ModelHparams:
+    name: str = "lenet_300_100"
+    init: str = "glorot_normal"  # the paper's Gaussian Glorot
+    dropout: float = 0.0  # on the hidden fully connected layers
+
+
+@dataclass(frozen=True)
+class TrainingHparams:
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1.2e-3
+    batch_size: int = 60
+    train_steps: int = 50_000
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()  # steps at which the LR is multiplied by gamma
+    gamma: float = 0.1
+    warmup_steps: int = 0  # linear warm-up from 0 to lr over this many steps
+    eval_every: int = 100
+
+
+@dataclass(frozen=True)
+class PruningHparams:
+    strategy: str = "layerwise"  # layerwise | global
+    rate: float = 0.2  # fraction of the surviving weights pruned per level
+    conv_rate: float | None = None  # rate for conv layers (layer-wise); None: `rate`
+    output_rate: float | None = None  # rate for the last prunable layer; None: as its kind
+    layer_rates: tuple[tuple[str, float], ...] = ()  # per-layer overrides by parameter name
+    ignore: tuple[str, ...] = ()  # parameter names never pruned
+
+
+@dataclass(frozen=True)
+class LotteryHparams:
+    levels: int = 0  # pruning rounds after the dense level 0
+    rewind_step: int = 0  # 0: the LTH reset to initialisation; k > 0: late rewinding
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    kind: str = "lottery"  # lottery | train
+    seed: int = 0  # the replicate: init, data order
+    dataset: DatasetHparams = field(default_factory=DatasetHparams)
+    model: ModelHparams = field(default_factory=ModelHparams)
+    training: TrainingHparams = field(default_factory=TrainingHparams)
+    pruning: PruningHparams = field(default_factory=PruningHparams)
+    lottery: LotteryHparams = field(default_factory=LotteryHparams)
+
+    def hash(self) -> str:
+        """Names the experiment (everything but the seed): same command, same folder."""
+        text = canonical_string(self)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {
+    "dataset": DatasetHparams,
+    "model": ModelHparams,
+    "training": TrainingHparams,
+    "pruning": PruningHparams,
+    "lottery": LotteryHparams,
+}
+# Fields that hold a number of steps: they accept "500", "500it", "2ep" or "1ep10it".
+STEP_FIELDS = {"train_steps", "milestones", "warmup_steps", "eval_every", "rewind_step"}
+
+
+def canonical_string(config: RunConfig) -> str:
+    parts = [f"kind={config.kind}"]
+    for section, cls in SECTIONS.items():
+        value = getattr(config, section)
+        for f in fields(cls):
+            v = getattr(value, f.name)
+            if v != f.default:
+                parts.append(f"{section}.{f.name}={json.dumps(v)}")
+    return ";".join(sorted(parts))
+
+
+# ---- Paper presets (../shared/REFERENCE.md section 1.1) ----------------------------------------------------
+
+_LENET = {"training": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "train_steps": 50_000},
+          "pruning": {"strategy": "layerwise", "rate": 0.2, "output_rate": 0.1}}
+
+
+def _conv(lr: float, steps: int, conv_rate: float) -> dict[str, dict[str, Any]]:
+    return {"training": {"optimizer": "adam", "lr": lr, "batch_size": 60, "train_steps": steps},
+            "pruning": {"strategy": "layerwise", "rate": 0.2, "conv_rate": conv_rate, "output_rate": 0.1}}
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "lenet_300_100": _LENET,
+    "mlp": _LENET,  # any mlp_<w1>_<w2>_..: LeNet's recipe
+    "conv2": _conv(2e-4, 20_000, 0.1),
+    "conv4": _conv(3e-4, 25_000, 0.1),
+    "conv6": _conv(3e-4, 30_000, 0.15),
+}
+
+
+def preset_for(model_name: str) -> dict[str, dict[str, Any]]:
+    if model_name in PRESETS:
+        return PRESETS[model_name]
+    if model_name.startswith("mlp_"):
+        return PRESETS["mlp"]
+    return {}
+
+
+# ---- Durations -------------------------------------------------------------------------------------------
+
+_STEP_RE = re.compile(r"^\s*(?:(\d+)\s*ep)?\s*(?:(\d+)\s*(?:it)?)?\s*$")
+
+
+def parse_steps(value: Any, steps_per_epoch: int, name: str) -> int:
+    """'500' | '500it' | '2ep' | '1ep10it' -> a whole number of optimizer steps."""
+    if isinstance(value, bool):
+        raise TicketlabError(f"{name}: expected a number of steps, got {value!r}")
+    if isinstance(value, int):
+        steps = value
+    else:
+        m = _STEP_RE.match(str(value))
+        if not m or (m.group(1) is None and m.group(2) is None):
+            raise TicketlabError(f"{name}: cannot read {value!r} as steps (use e.g. 500, 500it, 2ep, 1ep10it)")
+        steps = int(m.group(1) or 0) * steps_per_epoch + int(m.group(2) or 0)
+    if steps < 0:
+        raise TicketlabError(f"{name}: must not be negative, got {value!r}")
+    return steps
+
+
+# ---- Building a config from layers of overrides ------------------------------------------------------------
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise TicketlabError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise TicketlabError(f"malformed config file {p}: {e}") from None
+
+
+def merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Later layers win; sections are merged key by key."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = value
+    return out
+
+
+def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None) -> RunConfig:
+    """Defaults <- model preset <- `overrides` (TOML and flags already merged). Validates every value."""
+    unknown = set(overrides) - set(SECTIONS) - {"kind", "seed"}
+    if unknown:
+        raise TicketlabError(f"unknown config key(s): {', '.join(sorted(unknown))} "
+                             f"(expected seed, kind or sections {', '.join(SECTIONS)})")
+    model_name = overrides.get("model", {}).get("name", ModelHparams.name)
+    layers = merge(preset_for(str(model_name)), overrides)
+    spe = steps_per_epoch or 1
+    sections = {name: _build_section(cls, layers.get(name, {}), name, spe) for name, cls in SECTIONS.items()}
+    config = RunConfig(kind=str(layers.get("kind", "lottery")), seed=_coerce(layers.get("seed", 0), int, "seed"),
+                       **sections)
+    validate(config)
+    return config
+
+
+def _build_section(cls: type, values: Any, section: str, steps_per_epoch: int) -> Any:
+    if not isinstance(values, dict):
+        raise TicketlabError(f"config section [{section}] must be a table, got {values!r}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise TicketlabError(f"unknown key(s) in [{section}]: {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for key, value in values.items():
+        where = f"{section}.{key}"
+        if key in STEP_FIELDS:
+            if key == "milestones":
+                if not isinstance(value, (list, tuple)):
+                    raise TicketlabError(f"{where}: expected a list of steps, got {value!r}")
+                kwargs[key] = tuple(parse_steps(v, steps_per_epoch, where) for v in value)
+            else:
+                kwargs[key] = parse_steps(value, steps_per_epoch, where)
+        elif key == "layer_rates":
+            items = value.items() if isinstance(value, dict) else value
+            try:
+                kwargs[key] = tuple(sorted((str(k), _coerce(v, float, where)) for k, v in items))
+            except (TypeError, ValueError):
+                raise TicketlabError(f"{where}: expected a table of layer name = rate, got {value!r}") from None
+        else:
+            kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TicketlabError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, get_args(hint)[0], where) for v in value)
+    if origin is not None:  # Optional[X]
+        if value is None:
+            return None
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in {"true", "1", "yes"}:
+                return True
+            if str(value).lower() in {"false", "0", "no"}:
+                return False
+            raise ValueError
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        if hint in (int, float) and isinstance(value, bool):
+            raise ValueError
+        return hint(value)
+    except (TypeError, ValueError):
+        raise TicketlabError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}") from None
+
+
+def validate(c: RunConfig) -> None:
+    t, p, lot = c.training, c.pruning, c.lottery
+    checks = [
+        (c.kind in ("lottery", "train"), f"kind must be lottery or train, got {c.kind!r}"),
+        (c.dataset.val_size >= 0, "dataset.val_size must be >= 0"),
+        (0 <= c.model.dropout < 1, f"model.dropout must be in [0, 1), got {c.model.dropout}"),
+        (t.optimizer in ("adam", "sgd"), f"training.optimizer must be adam or sgd, got {t.optimizer!r}"),
+        (t.lr > 0, f"training.lr must be > 0, got {t.lr}"),
+        (t.batch_size > 0, f"training.batch_size must be > 0, got {t.batch_size}"),
+        (t.train_steps > 0, f"training.train_steps must be > 0, got {t.train_steps}"),
+        (t.eval_every > 0, f"training.eval_every must be > 0, got {t.eval_every}"),
+        (0 <= t.momentum < 1, f"training.momentum must be in [0, 1), got {t.momentum}"),
+        (not t.nesterov or (t.optimizer == "sgd" and t.momentum > 0), "training.nesterov needs sgd with momentum > 0"),
+        (t.weight_decay >= 0, f"training.weight_decay must be >= 0, got {t.weight_decay}"),
+        (list(t.milestones) == sorted(t.milestones), "training.milestones must be increasing"),
+        (p.strategy in ("layerwise", "global"), f"pruning.strategy must be layerwise or global, got {p.strategy!r}"),
+        (lot.levels >= 0, f"lottery.levels must be >= 0, got {lot.levels}"),
+        (lot.rewind_step < t.train_steps,
+         f"lottery.rewind_step ({lot.rewind_step}) must be below training.train_steps ({t.train_steps})"),
+    ]
+    rates = [("pruning.rate", p.rate), ("pruning.conv_rate", p.conv_rate), ("pruning.output_rate", p.output_rate)]
+    rates += [(f"pruning.layer_rates.{k}", v) for k, v in p.layer_rates]
+    checks += [(r is None or 0 <= r < 1, f"{name} must be in [0, 1) (a fraction of the surviving weights), got {r}")
+               for name, r in rates]
+    for ok, message in checks:
+        if not ok:
+            raise TicketlabError(message)

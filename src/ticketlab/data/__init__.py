@@ -1,0 +1,104 @@
+"""Data sets as whole tensors in memory, a seeded validation split, and a seeded batch order.
+
+Registry: name -> loader returning (train_x, train_y, test_x, test_y) as NumPy arrays. Images are
+normalised once here with the data set's mean and std; training then only indexes tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..config import DatasetHparams
+from ..errors import TicketlabError
+from . import cifar, idx, synthetic
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    load: Callable[[Path | None, bool], tuple[np.ndarray, ...]]
+    train_size: int  # before the validation split
+    mean: tuple[float, ...] | None  # per channel, on the [0, 1] scale; None: already standardised
+    std: tuple[float, ...] | None
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "fashion_mnist": DatasetInfo(lambda d, dl: idx.load("fashion_mnist", d, dl), 60_000, (0.2860,), (0.3530,)),
+    "mnist": DatasetInfo(lambda d, dl: idx.load("mnist", d, dl), 60_000, (0.1307,), (0.3081,)),
+    "cifar10": DatasetInfo(cifar.load, 50_000, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "synthetic": DatasetInfo(lambda d, dl: synthetic.load(), synthetic.TRAIN, None, None),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise TicketlabError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+@dataclass
+class DataSplits:
+    """Float inputs [N, C, H, W] and int64 labels, for train (minus validation), validation and test."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    def to(self, device: torch.device | str) -> "DataSplits":
+        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        return DataSplits(**moved, num_classes=self.num_classes)
+
+
+def load_dataset(hp: DatasetHparams, data_dir: str | Path | None = None, download: bool = True) -> DataSplits:
+    info = dataset_info(hp.name)
+    train_x, train_y, test_x, test_y = info.load(Path(data_dir) if data_dir else None, download)
+    if not 0 <= hp.val_size < len(train_x):
+        raise TicketlabError(f"dataset.val_size must be in [0, {len(train_x)}) for {hp.name}, got {hp.val_size}")
+    train_x, test_x = _normalise(train_x, info), _normalise(test_x, info)
+    train_y, test_y = (torch.from_numpy(np.array(a, dtype=np.int64)) for a in (train_y, test_y))
+    # The validation split is a seeded permutation of the training set, shared by all replicates.
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(hp.split_seed))
+    val, train = order[: hp.val_size], order[hp.val_size:]
+    return DataSplits(train_x[train], train_y[train], train_x[val], train_y[val], test_x, test_y,
+                      num_classes=int(max(train_y.max(), test_y.max())) + 1)
+
+
+def _normalise(x: np.ndarray, info: DatasetInfo) -> torch.Tensor:
+    t = torch.from_numpy(np.array(x))  # a writable copy
+    if info.mean is None:
+        return t.float()
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    return ((t.float() / 255.0) - mean) / std
+
+
+class BatchOrder:
+    """Which training examples form step s's batch: a pure function of (seed, s), so a resumed run sees
+    exactly the batches it would have seen. Each epoch is a fresh seeded permutation; the last partial
+    batch of an epoch is dropped so every step has the same batch size."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | str = "cpu"):
+        if batch_size > n:
+            raise TicketlabError(f"training.batch_size ({batch_size}) exceeds the training set ({n} examples)")
+        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
+        self.steps_per_epoch = n // batch_size
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.int64)
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._epoch = torch.randperm(self.n, generator=g).to(self.device), epoch
+        return self._perm[i * self.batch_size:(i + 1) * self.batch_size]

@@ -1,0 +1,117 @@
+"""The step-based training loop: masked updates, evaluation every N steps, exact checkpoint/resume.
+
+A run is a pure function of (initial weights, mask, hyper-parameters, data seed): the batch of step s and
+the LR of step s are computed from s, and the checkpoint holds the weights, optimizer state, RNG state and
+metrics so far. Killed at any moment and resumed, it ends bit-identical to an uninterrupted run (CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..config import TrainingHparams
+from ..data import BatchOrder, DataSplits
+from ..masks import Mask, MaskApplier
+from ..store import load_checkpoint, save_checkpoint
+from .evaluate import evaluate
+from .optim import build_optimizer, lr_at
+
+
+@dataclass
+class TrainResult:
+    evals: list[dict[str, float]]  # one row per evaluation: step, val/test loss and accuracy
+    early_stop: dict[str, float] | None  # the row of minimum validation loss (None without a validation set)
+    final: dict[str, float]  # the row at the last step
+    checks: dict[str, float] = field(default_factory=dict)  # largest |value| found at pruned positions
+
+    def summary(self) -> dict[str, Any]:
+        es = self.early_stop
+        return {"early_stop_step": es["step"] if es else None,
+                "early_stop_test_accuracy": es["test_accuracy"] if es else None,
+                "early_stop_val_loss": es["val_loss"] if es else None,
+                "final_step": self.final["step"],
+                "final_test_accuracy": self.final["test_accuracy"],
+                "final_val_accuracy": self.final["val_accuracy"]}
+
+
+@dataclass
+class Checkpointing:
+    path: Path
+    every: int = 1000  # steps; checked at evaluation points
+
+
+@dataclass
+class Hooks:
+    at_step: dict[int, Callable[[nn.Module], None]] = field(default_factory=dict)  # before the update of step s
+    progress: Callable[[int, int], None] | None = None  # (step, last step)
+
+
+def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *, data_seed: int,
+          start_step: int = 0, checkpoint: Checkpointing | None = None, hooks: Hooks | None = None) -> TrainResult:
+    """Train `model` (already holding its starting weights) from `start_step` to hp.train_steps."""
+    hooks = hooks or Hooks()
+    applier = MaskApplier(model, mask)
+    applier.weights()
+    optimizer = build_optimizer(model, hp)
+    order = BatchOrder(len(data.train_x), hp.batch_size, data_seed, data.train_x.device)
+    evals: list[dict[str, float]] = []
+    step = start_step
+    torch.manual_seed(data_seed)  # dropout and any other stochastic layer
+
+    state = load_checkpoint(checkpoint.path) if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        step, evals = state["step"], state["evals"]
+    applier.optimizer_state(optimizer)
+    last_saved = step
+
+    model.train()
+    lr = None
+    while True:
+        if (step % hp.eval_every == 0 or step == hp.train_steps) and not (evals and evals[-1]["step"] == step):
+            evals.append(_evaluate(model, data, step))
+            if checkpoint and step - last_saved >= checkpoint.every and step < hp.train_steps:
+                save_checkpoint(checkpoint.path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                  "rng": torch.get_rng_state(), "step": step, "evals": evals})
+                last_saved = step
+        if step == hp.train_steps:
+            break
+        if step in hooks.at_step:
+            hooks.at_step[step](model)
+        if lr != (new_lr := lr_at(hp, step)):
+            lr = new_lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        idx = order.indices(step)
+        loss = nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        applier.grads()
+        optimizer.step()
+        applier.weights()
+        step += 1
+        if hooks.progress:
+            hooks.progress(step, hp.train_steps)
+    result = _result(evals)
+    result.checks = applier.pruned_magnitudes(optimizer)
+    return result
+
+
+def _evaluate(model: nn.Module, data: DataSplits, step: int) -> dict[str, float]:
+    val_loss, val_acc = evaluate(model, data.val_x, data.val_y)
+    test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
+    return {"step": step, "val_loss": val_loss, "val_accuracy": val_acc,
+            "test_loss": test_loss, "test_accuracy": test_acc}
+
+
+def _result(evals: list[dict[str, float]]) -> TrainResult:
+    with_val = [e for e in evals if e["val_loss"] == e["val_loss"]]  # NaN when there is no validation set
+    early = min(with_val, key=lambda e: e["val_loss"]) if with_val else None  # first minimum on ties
+    return TrainResult(evals=evals, early_stop=early, final=evals[-1])
