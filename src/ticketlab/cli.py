@@ -58,6 +58,7 @@ def _add_run_flags(p: argparse.ArgumentParser, lottery: bool) -> None:
     p.add_argument("--out", default=None, help="run store root (default ./runs or $TICKETLAB_RUNS)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     p.add_argument("--threads", type=int, help="torch threads for this process")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between resumable checkpoints")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -139,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     config = config_from_args(args, args.command)
     result = run_lottery(config, root=args.out or DEFAULT_ROOT, data_dir=args.data_dir, device=args.device,
-                         progress=_progress(args.quiet or args.json), download=not args.no_download)
+                         progress=_progress(args.quiet or args.json), download=not args.no_download,
+                         checkpoint_every=args.checkpoint_every)
     keys = ("level", "density", "layer_density", "early_stop_step", "early_stop_test_accuracy", "final_test_accuracy")
     if args.json:
         print(json.dumps({"run_dir": str(result.run_dir), "levels": [{k: s[k] for k in keys} for s in result.levels]}))
