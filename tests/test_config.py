@@ -46,3 +46,14 @@ def test_step_units(text, steps):
 def test_bad_values_raise_one_clear_error(overrides, message):
     with pytest.raises(TicketlabError, match=message):
         build_config(overrides)
+
+
+def test_the_readme_toml_example_is_a_valid_config():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)
+    config = build_config(tomllib.loads(block), steps_per_epoch=916)
+    assert config.training.milestones == (30_000,) and config.pruning.layer_rates == (("hidden.1.weight", 0.3),)

@@ -11,10 +11,11 @@ from ..config import TrainingHparams
 
 def build_optimizer(model: nn.Module, hp: TrainingHparams) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    # The fused kernels (one call for all parameters) are the fastest on CPU and CUDA alike.
     if hp.optimizer == "adam":
-        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay, foreach=True)
+        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=True)
     return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                           weight_decay=hp.weight_decay, foreach=True)
+                           weight_decay=hp.weight_decay, fused=True)
 
 
 def lr_at(hp: TrainingHparams, step: int) -> float:

@@ -1,0 +1,51 @@
+"""The LR schedule, early stopping, and downloads (served from this machine's loopback)."""
+
+import hashlib
+import http.server
+import threading
+from functools import partial
+
+import pytest
+
+from ticketlab import TrainingHparams
+from ticketlab.data.download import fetch
+from ticketlab.training.loop import _result
+from ticketlab.training.optim import lr_at
+
+
+def test_lr_schedule_warmup_and_milestones():
+    hp = TrainingHparams(lr=0.1, warmup_steps=4, milestones=(10, 20), gamma=0.5)
+    assert [lr_at(hp, s) for s in range(5)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1])
+    assert lr_at(hp, 9) == pytest.approx(0.1) and lr_at(hp, 10) == pytest.approx(0.05)
+    assert lr_at(hp, 25) == pytest.approx(0.025)
+    assert lr_at(TrainingHparams(lr=0.3), 12345) == 0.3
+
+
+def test_early_stop_is_the_first_minimum_of_validation_loss():
+    rows = [{"step": s, "val_loss": v, "test_accuracy": a, "val_accuracy": 0.0}
+            for s, v, a in [(0, 2.0, 0.1), (100, 0.5, 0.8), (200, 0.5, 0.85), (300, 0.7, 0.9)]]
+    result = _result(rows)
+    assert result.early_stop["step"] == 100 and result.final["step"] == 300
+    assert result.summary()["early_stop_test_accuracy"] == 0.8 and result.summary()["final_test_accuracy"] == 0.9
+    no_val = _result([{**r, "val_loss": float("nan")} for r in rows])
+    assert no_val.early_stop is None and no_val.summary()["early_stop_step"] is None
+
+
+@pytest.fixture
+def server(tmp_path):
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "serve" / "file.gz").write_bytes(b"payload")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "serve"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+def test_download_verifies_the_checksum(tmp_path, server):
+    good = hashlib.md5(b"payload").hexdigest()
+    dest = tmp_path / "cache" / "file.gz"
+    assert not fetch([server + "file.gz"], dest, md5="0" * 32, timeout=5)
+    assert not dest.exists() and not list(dest.parent.glob("*.part"))  # a bad file is never kept
+    assert fetch(["http://127.0.0.1:9/missing", server + "file.gz"], dest, md5=good, timeout=5)  # next mirror
+    assert dest.read_bytes() == b"payload"
