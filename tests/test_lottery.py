@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 
 from ticketlab import Mask, run_lottery

@@ -12,6 +12,7 @@ per-layer counts as requested, no collapsed layer).
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import subprocess
 import time
@@ -28,11 +29,38 @@ from ..errors import TicketlabError
 from ..masks import Mask, layer_kind, prunable
 from ..models import build_model
 from ..pruning import magnitude_prune, target_counts
-from ..store import (DEFAULT_ROOT, is_done, level_dir, load_weights, read_json, record_config, save_weights,
-                     write_json)
-from ..training.loop import Checkpointing, Hooks, train
+from ..store import DEFAULT_ROOT, is_done, level_dir, load_weights, read_json, record_config, save_weights
+from .job import Progress, run_job
 
-Progress = Callable[[str, int, int], None]  # (label, step, last step)
+
+@dataclass
+class Replicate:
+    """One seed of an experiment, ready to train: its data, model, initial weights and folder."""
+
+    config: RunConfig
+    data: DataSplits
+    model: nn.Module  # reused by every job of the replicate; each job loads its own start weights
+    theta0: dict[str, torch.Tensor]
+    run_dir: Path
+    kinds: dict[str, str]  # 'conv' | 'linear' per prunable weight
+    model_fn: Callable[[], nn.Module] | None
+    progress: Progress | None
+    checkpoint_every: int
+
+    def fresh_weights(self, seed: int) -> dict[str, torch.Tensor]:
+        """A new draw from the same initial distribution (random re-initialisation)."""
+        model = _initial_model(dataclasses.replace(self.config, seed=seed), self.data, self.model_fn)
+        return {k: v.to(self.data.train_x.device) for k, v in model.state_dict().items()}
+
+    def rewind_state(self) -> dict[str, torch.Tensor]:
+        """theta_k: what every level's survivors are set to before retraining."""
+        if self.config.lottery.rewind_step == 0:
+            return self.theta0
+        path = self.run_dir / "rewind.safetensors"
+        if not path.is_file():
+            raise TicketlabError(f"{path} is missing: level 0 of this run did not keep its rewind point; "
+                                 f"delete {self.run_dir} and rerun")
+        return {k: v.to(self.data.train_x.device) for k, v in load_weights(path).items()}
 
 
 @dataclass
@@ -41,57 +69,52 @@ class LotteryResult:
     levels: list[dict[str, Any]]  # each level's summary.json
 
 
-def run_lottery(config: RunConfig, *, data: DataSplits | None = None, model_fn: Callable[[], nn.Module] | None = None,
-                root: Path | str = DEFAULT_ROOT, data_dir: str | Path | None = None, device: str = "cpu",
-                progress: Progress | None = None, checkpoint_every: int = 1000, download: bool = True) -> LotteryResult:
-    """Run (or resume, or read back) every level of one replicate of `config`.
-
-    `model_fn` builds any nn.Module in place of the registry's model (give the config a model name of its
-    own, since the name is what the run is filed under); it is called under torch.manual_seed(seed).
-    """
+def prepare(config: RunConfig, *, data: DataSplits | None = None, model_fn: Callable[[], nn.Module] | None = None,
+            root: Path | str = DEFAULT_ROOT, data_dir: str | Path | None = None, device: str = "cpu",
+            progress: Progress | None = None, checkpoint_every: int = 1000, download: bool = True) -> Replicate:
+    """Load data, build the seeded model and record the configuration in the store."""
     dev = _device(device)
     data = (data if data is not None else load_dataset(config.dataset, data_dir, download)).to(dev)
     model = _initial_model(config, data, model_fn).to(dev)
     theta0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
     run_dir = record_config(config, root, _provenance())
-    kinds = layer_kind(model)
+    return Replicate(config, data, model, theta0, run_dir, layer_kind(model), model_fn, progress, checkpoint_every)
+
+
+def run_lottery(config: RunConfig, **kwargs: Any) -> LotteryResult:
+    """Run (or resume, or read back) every level of one replicate of `config`.
+
+    Keyword arguments are those of `prepare`. `model_fn` builds any nn.Module in place of the registry's
+    model (give the config a model name of its own, since the name is what the run is filed under); it is
+    called under torch.manual_seed(seed).
+    """
+    return run_levels(prepare(config, **kwargs))
+
+
+def run_levels(rep: Replicate) -> LotteryResult:
+    config = rep.config
     levels = config.lottery.levels if config.kind == "lottery" else 0
     summaries = []
     for level in range(levels + 1):
-        job = level_dir(run_dir, level)
+        job = level_dir(rep.run_dir, level)
         if not is_done(job):
-            mask = Mask.ones(model) if level == 0 else _next_mask(config, run_dir, level, kinds)
-            start = theta0 if level == 0 else _rewind_state(run_dir, config, theta0)
-            _train_level(config, model, data, mask, start, job, run_dir, level, progress, checkpoint_every)
+            mask = Mask.ones(rep.model) if level == 0 else _next_mask(config, rep.run_dir, level, rep.kinds)
+            _train_level(rep, mask, rep.theta0 if level == 0 else rep.rewind_state(), job, level)
         summaries.append(read_json(job / "summary.json"))
-    return LotteryResult(run_dir=run_dir, levels=summaries)
+    return LotteryResult(run_dir=rep.run_dir, levels=summaries)
 
 
-def _train_level(config: RunConfig, model: nn.Module, data: DataSplits, mask: Mask, start: dict[str, torch.Tensor],
-                 job: Path, run_dir: Path, level: int, progress: Progress | None, checkpoint_every: int) -> None:
-    k = config.lottery.rewind_step if level > 0 else 0
-    model.load_state_dict(start)
-    with torch.no_grad():
-        for name, p in prunable(model).items():
-            p.mul_(mask[name].to(p.device, p.dtype))
-    job.mkdir(parents=True, exist_ok=True)
-    if not (job / "mask.safetensors").is_file():
-        mask.save(job / "mask.safetensors")
-    save_weights(job / "init.safetensors", model)
-    hooks = Hooks(progress=(lambda s, t: progress(f"level {level}", s, t)) if progress else None)
-    if level == 0:  # keep theta_k, the state later levels rewind to
-        hooks.at_step[config.lottery.rewind_step] = lambda m: save_weights(run_dir / "rewind.safetensors", m)
-    began = time.perf_counter()
-    result = train(model, data, config.training, mask, data_seed=config.seed, start_step=k,
-                   checkpoint=Checkpointing(job / "checkpoint.pt", checkpoint_every), hooks=hooks)
-    seconds = time.perf_counter() - began
-    save_weights(job / "final.safetensors", model)
-    write_json(job / "metrics.json", result.evals)
-    summary = {"level": level, "rewind_step": k, "density": mask.density(), "layer_density": mask.layer_density(),
-               "layer_counts": mask.counts(), **result.summary(),
-               "checks": _checks(config, mask, level, model, result.checks), "train_seconds_this_session": seconds}
-    write_json(job / "summary.json", summary)  # last: marks the level done
-    (job / "checkpoint.pt").unlink(missing_ok=True)
+def _train_level(rep: Replicate, mask: Mask, start: dict[str, torch.Tensor], job: Path, level: int) -> None:
+    config = rep.config
+    k_rewind = config.lottery.rewind_step
+    k = k_rewind if level > 0 else 0
+    at_step = {}
+    if level == 0 and k_rewind > 0:  # keep theta_k, the state later levels rewind to
+        at_step[k_rewind] = lambda m: save_weights(rep.run_dir / "rewind.safetensors", m)
+    wanted = target_counts(config.pruning, mask.sizes(), rep.kinds, level) if config.kind == "lottery" else mask.sizes()
+    run_job(job, model=rep.model, data=rep.data, training=config.training, mask=mask, start=start, start_step=k,
+            data_seed=config.seed, wanted_counts=wanted, info={"level": level, "rewind_step": k},
+            label=f"level {level}", progress=rep.progress, checkpoint_every=rep.checkpoint_every, at_step=at_step)
 
 
 def _next_mask(config: RunConfig, run_dir: Path, level: int, kinds: dict[str, str]) -> Mask:
@@ -101,34 +124,6 @@ def _next_mask(config: RunConfig, run_dir: Path, level: int, kinds: dict[str, st
     prev = level_dir(run_dir, level - 1)
     weights = load_weights(prev / "final.safetensors")
     return magnitude_prune(weights, Mask.load(prev / "mask.safetensors"), config.pruning, kinds, level)
-
-
-def _rewind_state(run_dir: Path, config: RunConfig, theta0: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if config.lottery.rewind_step == 0:
-        return theta0
-    path = run_dir / "rewind.safetensors"
-    if not path.is_file():
-        raise TicketlabError(f"{path} is missing: level 0 of this run did not keep its rewind point; "
-                             f"delete {run_dir} and rerun")
-    return load_weights(path)
-
-
-def _checks(config: RunConfig, mask: Mask, level: int, model: nn.Module, pruned: dict[str, float]) -> dict[str, Any]:
-    """The level's self-checks; a pruned weight or optimizer state that is not exactly 0 is a bug: stop."""
-    if any(v != 0.0 for v in pruned.values()):
-        raise RuntimeError(f"level {level}: pruned positions are not exactly zero after training: {pruned}")
-    counts, sizes = mask.counts(), mask.sizes()
-    if config.kind == "lottery":
-        wanted = target_counts(config.pruning, sizes, layer_kind(model), level)
-        if "*" in wanted:  # global: the pooled total
-            achieved = sum(c for k, c in counts.items() if k not in config.pruning.ignore)
-            counts_ok = achieved == wanted["*"]
-        else:
-            counts_ok = counts == wanted
-    else:
-        counts_ok = counts == sizes
-    collapsed = [k for k, c in counts.items() if c == 0]
-    return {"pruned_max_abs": pruned, "counts_as_requested": counts_ok, "collapsed_layers": collapsed}
 
 
 def _initial_model(config: RunConfig, data: DataSplits, model_fn: Callable[[], nn.Module] | None) -> nn.Module:

@@ -1,0 +1,97 @@
+"""From stored runs to tables: one row per job, then mean / min / max / std per (variant, level).
+
+Reads only the run store (summary.json, metrics.json, config.json); never trains, never keeps state.
+A variant is 'ticket' for the IMP levels themselves, or a control's variant ('reinit', 'noise_2', ...).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ..errors import TicketlabError
+
+METRICS = ("early_stop_test_accuracy", "early_stop_step", "final_test_accuracy")
+DENSE_SPREAD_FLOOR = 0.002  # with one dense replicate, "matching" = within 0.2 pp (LMC section 4.4)
+
+
+def experiment_dirs(paths: list[str | Path]) -> list[tuple[Path, set[int] | None]]:
+    """Each argument is an experiment folder (`lottery_<hash>`) or one of its `seed_<s>` folders."""
+    out: dict[Path, set[int] | None] = {}
+    for raw in paths:
+        p = Path(raw)
+        if (p / "config.json").is_file():
+            out[p] = None
+        elif p.name.startswith("seed_") and (p.parent / "config.json").is_file():
+            seeds = out.get(p.parent, set())
+            if seeds is not None:
+                out[p.parent] = seeds | {int(p.name[5:])}
+        else:
+            raise TicketlabError(f"{p} is not a ticketlab run folder (no config.json in it or its parent)")
+    return list(out.items())
+
+
+def collect(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """One row per finished job: experiment, seed, variant, level, index, density, metrics, its folder."""
+    rows = []
+    for exp, seeds in experiment_dirs(paths):
+        for seed_dir in sorted(exp.glob("seed_*")):
+            seed = int(seed_dir.name[5:])
+            if seeds is not None and seed not in seeds:
+                continue
+            for summary_file in sorted(seed_dir.glob("level_*/summary.json")) + \
+                    sorted(seed_dir.glob("level_*/control_*/summary.json")):
+                s = json.loads(summary_file.read_text())
+                rows.append({"experiment": exp.name, "seed": seed, "variant": s.get("variant", "ticket"),
+                             "index": s.get("control_index", 0), "level": s["level"], "density": s["density"],
+                             "layer_density": s["layer_density"], "job_dir": str(summary_file.parent),
+                             "checks": s["checks"], **{m: s[m] for m in METRICS}})
+    if not rows:
+        raise TicketlabError(f"no finished jobs found in {', '.join(str(p) for p in paths)}")
+    return rows
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "min": None, "max": None, "std": None}
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (experiment, variant, level) with n jobs and the statistics of every metric, plus the
+    verdict: *matching* when the mean test accuracy at early stop is within the dense spread (the dense
+    replicates' std, at least 0.2 pp) of the dense mean, or above it."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["experiment"], r["variant"], r["level"]), []).append(r)
+    table = []
+    for (exp, variant, level), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        entry = {"experiment": exp, "variant": variant, "level": level, "n": len(members),
+                 "density": statistics.fmean(m["density"] for m in members),
+                 "seeds": sorted({m["seed"] for m in members})}
+        for metric in METRICS:
+            entry[metric] = _stats([m[metric] for m in members])
+        table.append(entry)
+    for entry in table:
+        dense = next((e for e in table if e["experiment"] == entry["experiment"] and e["variant"] == "ticket"
+                      and e["level"] == 0), None)
+        entry["matching"] = _matching(entry, dense)
+    return table
+
+
+def _matching(entry: dict[str, Any], dense: dict[str, Any] | None) -> bool | None:
+    if dense is None or entry["early_stop_test_accuracy"]["mean"] is None:
+        return None
+    d = dense["early_stop_test_accuracy"]
+    spread = max(d["std"] or 0.0, DENSE_SPREAD_FLOOR)
+    return entry["early_stop_test_accuracy"]["mean"] >= d["mean"] - spread
+
+
+def curves(rows: list[dict[str, Any]], variant: str, level: int) -> list[list[dict[str, float]]]:
+    """The stored evaluations (metrics.json) of every job of (variant, level)."""
+    return [json.loads((Path(r["job_dir"]) / "metrics.json").read_text()) for r in rows
+            if r["variant"] == variant and r["level"] == level]
