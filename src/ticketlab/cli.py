@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from .config import RunConfig, build_config, load_toml, merge
@@ -27,6 +28,17 @@ FLAG_FIELDS = {
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not a usage dump
         self.exit(2, f"ticketlab: error: {message} (see ticketlab {self.prog.split()[-1]} --help)\n")
+
+
+def _add_common_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder holding the data set's files")
+    p.add_argument("--no-download", action="store_true", help="never download missing data")
+    p.add_argument("--out", default=None, help="run store root (default ./runs or $TICKETLAB_RUNS)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    p.add_argument("--threads", type=int, help="torch threads for this process")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between resumable checkpoints")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_run_flags(p: argparse.ArgumentParser, lottery: bool) -> None:
@@ -53,14 +65,13 @@ def _add_run_flags(p: argparse.ArgumentParser, lottery: bool) -> None:
         p.add_argument("--prune-rate", type=float, help="fraction of surviving weights pruned per level")
         p.add_argument("--output-rate", type=float, help="rate for the output layer (paper: half the rate)")
         p.add_argument("--conv-rate", type=float, help="rate for conv layers (layer-wise)")
-    p.add_argument("--data-dir", help="folder holding the data set's files")
-    p.add_argument("--no-download", action="store_true", help="never download missing data")
-    p.add_argument("--out", default=None, help="run store root (default ./runs or $TICKETLAB_RUNS)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
-    p.add_argument("--threads", type=int, help="torch threads for this process")
-    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between resumable checkpoints")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--controls", help="comma list of reinit, sign_reinit, random_prune, shuffle, noise, "
+                       "oneshot: branches of each level trained like the ticket")
+        p.add_argument("--control-reps", type=int, default=1, help="draws of each control per replicate")
+        p.add_argument("--noise-scales", help="noise control scales x layer init std (default 0.5,1,2,3)")
+        p.add_argument("--control-levels", help="levels to branch controls from: all (default) or e.g. 1-3,5")
+    p.add_argument("--replicates", type=int, default=1, help="seeds seed, seed+1, ... (default 1)")
+    _add_common_flags(p)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,6 +79,21 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_flags(sub.add_parser("lottery", help="iterative magnitude pruning with rewinding"), lottery=True)
     _add_run_flags(sub.add_parser("train", help="train one dense network"), lottery=False)
+    rep = sub.add_parser("report", help="HTML/Markdown report, figures and tables from stored runs")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="experiment folders or their seed_<s> folders")
+    rep.add_argument("--out", help="report folder (default RUN_DIR/report)")
+    rep.add_argument("--spread", choices=["minmax", "std"], default="minmax", help="error bars (default min/max)")
+    rep.add_argument("--title")
+    fmt = rep.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="also print the aggregated table as CSV")
+    fmt.add_argument("--json", action="store_true", help="also print the aggregated table as JSON")
+    rp = sub.add_parser("reproduce", help="a paper's experiment in one command, with its report")
+    rp.add_argument("recipe", help="lth-lenet")
+    rp.add_argument("--dataset", default="fashion_mnist")
+    rp.add_argument("--budget", choices=["quick", "full"], default="quick",
+                    help="quick: minutes on 2 cores, says so in the report; full: the paper's protocol")
+    rp.add_argument("--report-dir", help="report folder (default <experiment>/report)")
+    _add_common_flags(rp)
     return p
 
 
@@ -119,46 +145,131 @@ def _progress(quiet: bool):  # noqa: ANN202
     return update
 
 
-def _table(levels: list[dict[str, Any]]) -> str:
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.2f}"
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
 
-    rows = [("level", "% weights left", "early-stop step", "test acc @ early stop %", "final test acc %")]
-    rows += [(str(s["level"]), f"{100 * s['density']:.1f}", str(s["early_stop_step"] if s["early_stop_step"] is not
-              None else "-"), pct(s["early_stop_test_accuracy"]), pct(s["final_test_accuracy"])) for s in levels]
+
+def _align(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
 
-def run(args: argparse.Namespace) -> int:
+def _level_table(levels: list[dict[str, Any]]) -> str:
+    rows = [("level", "% weights left", "early-stop step", "test acc @ early stop %", "final test acc %")]
+    rows += [(str(s["level"]), f"{100 * s['density']:.1f}", str(s["early_stop_step"] if s["early_stop_step"] is not
+              None else "-"), _pct(s["early_stop_test_accuracy"]), _pct(s["final_test_accuracy"])) for s in levels]
+    return _align(rows)
+
+
+def _study_table(table: list[dict[str, Any]]) -> str:
+    rows = [("level", "% weights left", "variant", "n", "early-stop step", "test acc @ early stop % [min, max]",
+             "final test acc %", "matching")]
+    for e in table:
+        es, acc, fin = e["early_stop_step"], e["early_stop_test_accuracy"], e["final_test_accuracy"]
+        verdict = {True: "yes", False: "no", None: "-"}[e["matching"]]
+        rows.append((str(e["level"]), f"{100 * e['density']:.1f}", e["variant"], str(e["n"]),
+                     "-" if es["mean"] is None else f"{es['mean']:.0f}",
+                     f"{_pct(acc['mean'])} [{_pct(acc['min'])}, {_pct(acc['max'])}]", _pct(fin["mean"]), verdict))
+    return _align(rows)
+
+
+def _levels(spec: str | None) -> tuple[int, ...] | None:
+    """'all' | '1-3,5' -> level numbers."""
+    if spec is None or spec == "all":
+        return None
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            out += range(int(lo), int(hi or lo) + 1)
+    except ValueError:
+        raise TicketlabError(f"--control-levels: cannot read {spec!r} (use all, or e.g. 1-3,5)") from None
+    return tuple(out)
+
+
+def _prepare_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from .experiments.lottery import run_lottery
     from .store import DEFAULT_ROOT
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    return {"root": args.out or DEFAULT_ROOT, "data_dir": args.data_dir, "device": args.device,
+            "progress": _progress(args.quiet or args.json), "download": not args.no_download,
+            "checkpoint_every": args.checkpoint_every}
+
+
+def run(args: argparse.Namespace) -> int:
+    from .experiments.study import StudyPlan, parse_controls, run_study
+    from .report.aggregate import aggregate, collect
+
     config = config_from_args(args, args.command)
-    result = run_lottery(config, root=args.out or DEFAULT_ROOT, data_dir=args.data_dir, device=args.device,
-                         progress=_progress(args.quiet or args.json), download=not args.no_download,
-                         checkpoint_every=args.checkpoint_every)
+    if args.replicates < 1:
+        raise TicketlabError(f"--replicates must be at least 1, got {args.replicates}")
+    controls = ()
+    if args.command == "lottery" and args.controls:
+        try:
+            scales = tuple(float(x) for x in args.noise_scales.split(",")) if args.noise_scales else (0.5, 1, 2, 3)
+        except ValueError:
+            raise TicketlabError(f"--noise-scales: cannot read {args.noise_scales!r} (e.g. 0.5,1,2,3)") from None
+        controls = parse_controls(args.controls, args.control_reps, scales)
+    plan = StudyPlan(config, replicates=args.replicates, controls=controls,
+                     control_levels=_levels(getattr(args, "control_levels", None)))
+    result = run_study(plan, **_prepare_kwargs(args))
+    first = result.replicates[plan.seeds[0]]
+    run_dir = result.experiment_dir / f"seed_{plan.seeds[0]}"
     keys = ("level", "density", "layer_density", "early_stop_step", "early_stop_test_accuracy", "final_test_accuracy")
+    simple = plan.replicates == 1 and not plan.controls
+    table = None if simple else aggregate(collect([result.experiment_dir / f"seed_{s}" for s in plan.seeds]))
     if args.json:
-        print(json.dumps({"run_dir": str(result.run_dir), "levels": [{k: s[k] for k in keys} for s in result.levels]}))
+        out: dict[str, Any] = {"run_dir": str(run_dir), "levels": [{k: s[k] for k in keys} for s in first["levels"]]}
+        if not simple:
+            out |= {"experiment_dir": str(result.experiment_dir), "table": table,
+                    "replicates": [{"seed": seed, "run_dir": str(result.experiment_dir / f"seed_{seed}"), **r}
+                                   for seed, r in result.replicates.items()]}
+        print(json.dumps(out))
     else:
-        print(_table(result.levels))
-        print(f"run folder: {result.run_dir}")
-        for s in result.levels:
-            if s["checks"]["collapsed_layers"]:
-                print(f"warning: level {s['level']} has collapsed layers (no weight left): "
-                      f"{', '.join(s['checks']['collapsed_layers'])}", file=sys.stderr)
+        print(_level_table(first["levels"]) if simple else _study_table(table))
+        print(f"run folder: {run_dir if simple else result.experiment_dir}")
+    for seed, r in result.replicates.items():
+        for s in r["levels"] + r["controls"]:
+            if s["checks"]["collapsed_layers"] or not s["checks"]["counts_as_requested"]:
+                print(f"warning: seed {seed} level {s['level']} {s.get('variant', 'ticket')}: "
+                      f"collapsed layers {s['checks']['collapsed_layers']}, counts as requested: "
+                      f"{s['checks']['counts_as_requested']}", file=sys.stderr)
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from .report.aggregate import experiment_dirs
+    from .report.html import write_report
+
+    out = args.out or (experiment_dirs(args.run_dirs)[0][0] / "report")
+    files = write_report(args.run_dirs, out, spread=args.spread, title=args.title)
+    if args.json:
+        print(Path(files["json"]).read_text())
+    elif args.csv:
+        sys.stdout.write(Path(files["csv"]).read_text())
+    else:
+        for kind, path in files.items():
+            print(f"{kind}: {path}")
+    return 0
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    from .experiments.reproduce import reproduce as run_recipe
+
+    _, files = run_recipe(args.recipe, dataset=args.dataset, budget=args.budget, report_dir=args.report_dir,
+                          **_prepare_kwargs(args))
+    for kind, path in files.items():
+        print(f"{kind}: {path}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return run(args)
+        return {"lottery": run, "train": run, "report": report, "reproduce": reproduce}[args.command](args)
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ def load() -> tuple[np.ndarray, ...]:
 
     def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
         y = rng.integers(0, CLASSES, size=n)
-        x = prototypes[y] + 1.5 * rng.normal(size=(n, *SHAPE))
+        x = prototypes[y] + 3.0 * rng.normal(size=(n, *SHAPE))
         return x.astype(np.float32), y.astype(np.int64)
 
     train_x, train_y = sample(TRAIN)

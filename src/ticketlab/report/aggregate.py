@@ -69,7 +69,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         groups.setdefault((r["experiment"], r["variant"], r["level"]), []).append(r)
     table = []
-    for (exp, variant, level), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+    for (exp, variant, level), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1] != "ticket", kv[0][1])):
         entry = {"experiment": exp, "variant": variant, "level": level, "n": len(members),
                  "density": statistics.fmean(m["density"] for m in members),
                  "seeds": sorted({m["seed"] for m in members})}
