@@ -36,6 +36,8 @@ def _add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run store root (default ./runs or $TICKETLAB_RUNS)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     p.add_argument("--threads", type=int, help="torch threads for this process")
+    p.add_argument("--workers", default="auto", help="parallel worker processes for independent jobs "
+                   "(replicates, controls); auto: one per core when there are such jobs, else 1")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between resumable checkpoints")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -187,6 +189,16 @@ def _levels(spec: str | None) -> tuple[int, ...] | None:
     return tuple(out)
 
 
+def _workers(value: str, parallel_work: bool) -> int:
+    import os
+
+    if value == "auto":
+        return (os.cpu_count() or 1) if parallel_work else 1
+    if not value.isdigit() or int(value) < 1:
+        raise TicketlabError(f"--workers must be auto or a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def _prepare_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -215,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
         controls = parse_controls(args.controls, args.control_reps, scales)
     plan = StudyPlan(config, replicates=args.replicates, controls=controls,
                      control_levels=_levels(getattr(args, "control_levels", None)))
-    result = run_study(plan, **_prepare_kwargs(args))
+    result = run_study(plan, workers=_workers(args.workers, plan.replicates > 1 or bool(plan.controls)),
+                       **_prepare_kwargs(args))
     first = result.replicates[plan.seeds[0]]
     run_dir = result.experiment_dir / f"seed_{plan.seeds[0]}"
     keys = ("level", "density", "layer_density", "early_stop_step", "early_stop_test_accuracy", "final_test_accuracy")
@@ -260,7 +273,7 @@ def reproduce(args: argparse.Namespace) -> int:
     from .experiments.reproduce import reproduce as run_recipe
 
     _, files = run_recipe(args.recipe, dataset=args.dataset, budget=args.budget, report_dir=args.report_dir,
-                          **_prepare_kwargs(args))
+                          workers=_workers(args.workers, True), **_prepare_kwargs(args))
     for kind, path in files.items():
         print(f"{kind}: {path}")
     return 0

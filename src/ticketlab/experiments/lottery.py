@@ -92,16 +92,19 @@ def run_lottery(config: RunConfig, **kwargs: Any) -> LotteryResult:
 
 
 def run_levels(rep: Replicate) -> LotteryResult:
-    config = rep.config
-    levels = config.lottery.levels if config.kind == "lottery" else 0
-    summaries = []
-    for level in range(levels + 1):
-        job = level_dir(rep.run_dir, level)
-        if not is_done(job):
-            mask = Mask.ones(rep.model) if level == 0 else _next_mask(config, rep.run_dir, level, rep.kinds)
-            _train_level(rep, mask, rep.theta0 if level == 0 else rep.rewind_state(), job, level)
-        summaries.append(read_json(job / "summary.json"))
-    return LotteryResult(run_dir=rep.run_dir, levels=summaries)
+    levels = rep.config.lottery.levels if rep.config.kind == "lottery" else 0
+    return LotteryResult(run_dir=rep.run_dir, levels=[run_level(rep, level) for level in range(levels + 1)])
+
+
+def run_level(rep: Replicate, level: int) -> dict[str, Any]:
+    """Train one level (the one before it must be finished) or read it back; returns its summary."""
+    job = level_dir(rep.run_dir, level)
+    if not is_done(job):
+        if level > 0 and not is_done(level_dir(rep.run_dir, level - 1)):
+            raise TicketlabError(f"level {level - 1} of {rep.run_dir} is not finished: run the levels in order")
+        mask = Mask.ones(rep.model) if level == 0 else _next_mask(rep.config, rep.run_dir, level, rep.kinds)
+        _train_level(rep, mask, rep.theta0 if level == 0 else rep.rewind_state(), job, level)
+    return read_json(job / "summary.json")
 
 
 def _train_level(rep: Replicate, mask: Mask, start: dict[str, torch.Tensor], job: Path, level: int) -> None:

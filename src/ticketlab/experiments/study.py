@@ -41,8 +41,31 @@ class StudyResult:
     replicates: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> {"levels", "controls"}
 
 
-def run_study(plan: StudyPlan, **prepare_kwargs: Any) -> StudyResult:
-    """Run (or resume, or read back) every job of `plan`; keyword arguments are those of `prepare`."""
+def plan_jobs(plan: StudyPlan, **prepare_kwargs: Any) -> list[Any]:
+    """Every job of the plan as a plain description, levels before the controls that branch from them."""
+    from ..executors import JobSpec, options_from
+
+    options = options_from(prepare_kwargs)
+    jobs = []
+    levels = plan.config.lottery.levels if plan.config.kind == "lottery" else 0
+    for seed in plan.seeds:
+        config = dataclasses.replace(plan.config, seed=seed)
+        jobs += [JobSpec(config, level, None, options) for level in range(levels + 1)]
+        jobs += [JobSpec(config, level, c, options) for level in plan.levels_for_controls() for c in plan.controls
+                 if not (c.name == "oneshot" and level == 0)]
+    return jobs
+
+
+def run_study(plan: StudyPlan, *, workers: int = 1, **prepare_kwargs: Any) -> StudyResult:
+    """Run (or resume, or read back) every job of `plan`; keyword arguments are those of `prepare`.
+
+    workers > 1: independent jobs run in that many processes (the local executor), then everything is
+    read back from the store; workers = 1: one job after another in this process.
+    """
+    if workers > 1:
+        from ..executors import LocalExecutor
+
+        LocalExecutor(workers).run(plan_jobs(plan, **prepare_kwargs))
     result = StudyResult(experiment_dir(plan.config, prepare_kwargs.get("root", "runs")))
     for seed in plan.seeds:
         rep = prepare(dataclasses.replace(plan.config, seed=seed), **prepare_kwargs)

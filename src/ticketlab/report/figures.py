@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
 
 from ..errors import TicketlabError
 from .aggregate import curves
@@ -64,7 +64,7 @@ def _err(stat: dict[str, float | None], spread: str, scale: float = 1.0) -> tupl
 
 
 def _spread_text(spread: str) -> str:
-    return "min to max over replicates" if spread == "minmax" else "mean ± 1 std over replicates"
+    return "min to max over runs" if spread == "minmax" else "mean ± 1 std over runs"
 
 
 def _save(fig: Figure, out_dir: str | Path, name: str, experiment: str) -> Drawn:
@@ -83,7 +83,7 @@ def _by_experiment(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
     return out
 
 
-def _density_axis(ax: Any, densities_pct: list[float]) -> None:
+def _density_axis(ax: Any, densities_pct: list[float], pad: float = 1.08) -> None:
     """Log x-axis from 100% down (the LTH paper's convention), ticks at the levels' densities."""
     ticks = sorted(set(round(d, 2) for d in densities_pct), reverse=True)
     step = max(1, -(-len(ticks) // 10))  # at most ~10 labels, always keeping the dense 100%
@@ -91,7 +91,7 @@ def _density_axis(ax: Any, densities_pct: list[float]) -> None:
     ax.xaxis.set_major_locator(FixedLocator(ticks[::step]))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.set_xlim(max(ticks) * 1.12, min(ticks) / 1.12)  # inverted: sparser to the right
+    ax.set_xlim(max(ticks) * pad, min(ticks) / pad)  # inverted: sparser to the right
     ax.set_xlabel("weights remaining (%, log scale)")
     ax.grid(True, alpha=0.3)
 
@@ -110,7 +110,8 @@ def _metric_vs_density(table: list[dict[str, Any]], out_dir: Path, spread: str, 
         ax = fig.subplots()
         variants = sorted({e["variant"] for e in entries}, key=variant_key)
         ds = [max(e["density"], 1e-6) for e in entries]  # a log axis has no 0
-        width = 0.01 * (math.log10(max(ds) / min(ds)) + 0.1)  # 1% of the axis' span (in decades) per variant
+        half = 0.02 * (math.log10(max(ds) / min(ds)) + 0.1)  # dodges span 4% of the axis (in decades)
+        width = 2 * half / max(len(variants) - 1, 1)
         for i, variant in enumerate(variants):
             pts = sorted((e for e in entries if e["variant"] == variant and e[metric]["mean"] is not None),
                          key=lambda e: -e["density"])
@@ -128,7 +129,7 @@ def _metric_vs_density(table: list[dict[str, Any]], out_dir: Path, spread: str, 
             mean, (lo, hi) = dense[metric]["mean"] * scale, _err(dense[metric], spread, scale)
             ax.axhline(mean, color="0.3", ls="--", lw=1, label="dense network (level 0), mean")
             ax.axhspan(mean - lo, mean + hi, color="0.5", alpha=0.12, lw=0, label=f"dense: {_spread_text(spread)}")
-        _density_axis(ax, [e["density"] * 100 for e in entries])
+        _density_axis(ax, [e["density"] * 100 for e in entries], pad=10 ** half * 1.08)
         ax.set_ylabel(ylabel)
         _finish(fig, ax, f"{title} (error bars: {_spread_text(spread)})", exp)
         drawn[exp] = _save(fig, out_dir, name, exp)
@@ -162,7 +163,8 @@ def training_curves(rows: list[dict[str, Any]], out_dir: str | Path, spread: str
     drawn = {}
     for exp, exp_rows in _by_experiment(rows).items():
         mine = [r for r in exp_rows if r["variant"] == variant]
-        chosen = [lvl for lvl in (levels or pick_levels([r["level"] for r in mine])) if any(r["level"] == lvl for r in mine)]
+        present = {r["level"] for r in mine}
+        chosen = [lvl for lvl in (levels or pick_levels(list(present))) if lvl in present]
         fig = Figure(figsize=(8, 4.6))
         ax = fig.subplots()
         for i, level in enumerate(chosen):
@@ -211,7 +213,8 @@ def layer_density(rows: list[dict[str, Any]], out_dir: str | Path) -> dict[str, 
         overall = [statistics.fmean(r["density"] * 100 for r in tickets if r["level"] == lvl) for lvl in levels]
         ax.plot(levels, overall, ls="--", color="black", lw=1.2, label="all prunable weights")
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        for axis_set in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):  # plain numbers, not 9x10^1
+            axis_set(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
         ax.set_xticks(levels if len(levels) <= 21 else levels[::2])
         ax.set_xlabel("IMP level (pruning rounds)")
         ax.set_ylabel("weights remaining in the layer (%, log scale)")
@@ -219,6 +222,12 @@ def layer_density(rows: list[dict[str, Any]], out_dir: str | Path) -> dict[str, 
         _finish(fig, ax, "Per-layer density of the ticket (mean over replicates)", exp)
         drawn[exp] = _save(fig, out_dir, "layer_density", exp)
     return drawn
+
+
+def _same_mask(comparison: str) -> bool:
+    """Controls that reuse the ticket's mask: IoU 1 by construction, a flat line that would hide others."""
+    variant = comparison.removeprefix("ticket vs ")
+    return variant in ("reinit", "sign_reinit") or variant.startswith("noise_")
 
 
 def mask_overlap(overlap: list[dict[str, Any]], table: list[dict[str, Any]], out_dir: str | Path) -> dict[str, Drawn]:
@@ -229,16 +238,20 @@ def mask_overlap(overlap: list[dict[str, Any]], table: list[dict[str, Any]], out
     for exp, entries in _by_experiment(overlap).items():
         fig = Figure(figsize=(8, 4.6))
         ax = fig.subplots()
-        for i, comparison in enumerate(dict.fromkeys(e["comparison"] for e in entries)):
+        comparisons = [c for c in dict.fromkeys(e["comparison"] for e in entries) if not _same_mask(c)]
+        for i, comparison in enumerate(comparisons):
             pts = sorted(((density[(exp, e["level"])] * 100, e["iou"]["_overall"]) for e in entries
                           if e["comparison"] == comparison and (exp, e["level"]) in density), reverse=True)
-            ax.plot(*zip(*pts), marker="o", ms=4, color=f"C{i % 10}", label=comparison)
+            if pts:  # distinct markers and dashes: several comparisons can lie on top of each other
+                ax.plot(*zip(*pts), marker="osD^vP"[i % 6], ms=5, ls=("-", ":", "-.")[i % 3], lw=1.4,
+                        color=f"C{i % 10}", label=comparison)
         ds = sorted({d for (e, _), d in density.items() if e == exp}, reverse=True)
         ax.plot([d * 100 for d in ds], [expected_random_iou(d) for d in ds], ls="--", color="0.35",
                 label="two random masks of this density (expected)")
         _density_axis(ax, [d * 100 for d in ds])
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("mask overlap (IoU, all prunable weights)")
-        _finish(fig, ax, "Mask overlap (intersection over union), mean over pairs", exp)
+        _finish(fig, ax, "Mask overlap (intersection over union), mean over pairs\n"
+                "(reinit, sign_reinit, noise not shown: they keep the ticket's mask, IoU = 1)", exp)
         drawn[exp] = _save(fig, out_dir, "mask_overlap", exp)
     return drawn
