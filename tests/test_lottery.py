@@ -38,7 +38,8 @@ def test_late_rewinding_uses_the_weights_at_step_k_of_the_dense_run(tmp_path, sy
     short = small_config(kind="train", training={"train_steps": 50})
     dense = run_lottery(short, data=synthetic, root=tmp_path / "short")
     theta_k = load_weights(dense.run_dir / "level_0" / "final.safetensors")
-    assert torch.equal(load_weights(result.run_dir / "rewind.safetensors")["hidden.0.weight"], theta_k["hidden.0.weight"])
+    rewind = load_weights(result.run_dir / "rewind.safetensors")
+    assert torch.equal(rewind["hidden.0.weight"], theta_k["hidden.0.weight"])
     job = result.run_dir / "level_1"
     mask, init = Mask.load(job / "mask.safetensors"), load_weights(job / "init.safetensors")
     assert torch.equal(init["hidden.0.weight"], theta_k["hidden.0.weight"] * mask["hidden.0.weight"])

@@ -49,3 +49,22 @@ def test_download_verifies_the_checksum(tmp_path, server):
     assert not dest.exists() and not list(dest.parent.glob("*.part"))  # a bad file is never kept
     assert fetch(["http://127.0.0.1:9/missing", server + "file.gz"], dest, md5=good, timeout=5)  # next mirror
     assert dest.read_bytes() == b"payload"
+
+
+def test_sparse_test_curve_keeps_the_exact_early_stop_test_accuracy(tmp_path, synthetic):
+    import json
+
+    from ticketlab import run_lottery
+    from conftest import small_config
+
+    base = {"eval_every": 25, "train_steps": 400, "lr": 0.01}  # validation loss bottoms out at step 150
+    every = run_lottery(small_config(kind="train", training=base), data=synthetic, root=tmp_path / "a")
+    sparse = run_lottery(small_config(kind="train", training={**base, "test_every": 100}), data=synthetic,
+                         root=tmp_path / "b")
+    e, s = every.levels[0], sparse.levels[0]
+    assert s["early_stop_step"] == e["early_stop_step"] and s["early_stop_step"] % 100 != 0  # an untested step
+    assert s["early_stop_test_accuracy"] == e["early_stop_test_accuracy"]
+    assert s["final_test_accuracy"] == e["final_test_accuracy"]
+    rows = json.loads((sparse.run_dir / "level_0" / "metrics.json").read_text())
+    tested = {r["step"] for r in rows if r["test_accuracy"] is not None}
+    assert tested == {0, 100, 200, 300, 400, s["early_stop_step"]}

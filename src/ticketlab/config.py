@@ -46,7 +46,9 @@ class TrainingHparams:
     milestones: tuple[int, ...] = ()  # steps at which the LR is multiplied by gamma
     gamma: float = 0.1
     warmup_steps: int = 0  # linear warm-up from 0 to lr over this many steps
-    eval_every: int = 100
+    eval_every: int = 100  # validation loss (the early-stopping criterion) every this many steps
+    test_every: int = 0  # test curve interval; 0: at every evaluation. The early-stopping step's test
+    # accuracy is exact whatever this is: the weights of the best validation loss are kept and tested.
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ SECTIONS = {
     "lottery": LotteryHparams,
 }
 # Fields that hold a number of steps: they accept "500", "500it", "2ep" or "1ep10it".
-STEP_FIELDS = {"train_steps", "milestones", "warmup_steps", "eval_every", "rewind_step"}
+STEP_FIELDS = {"train_steps", "milestones", "warmup_steps", "eval_every", "test_every", "rewind_step"}
 
 
 def canonical_string(config: RunConfig) -> str:
@@ -265,6 +267,8 @@ def validate(c: RunConfig) -> None:
         (t.batch_size > 0, f"training.batch_size must be > 0, got {t.batch_size}"),
         (t.train_steps > 0, f"training.train_steps must be > 0, got {t.train_steps}"),
         (t.eval_every > 0, f"training.eval_every must be > 0, got {t.eval_every}"),
+        (t.test_every % t.eval_every == 0,
+         f"training.test_every ({t.test_every}) must be 0 or a multiple of eval_every ({t.eval_every})"),
         (0 <= t.momentum < 1, f"training.momentum must be in [0, 1), got {t.momentum}"),
         (not t.nesterov or (t.optimizer == "sgd" and t.momentum > 0), "training.nesterov needs sgd with momentum > 0"),
         (t.weight_decay >= 0, f"training.weight_decay must be >= 0, got {t.weight_decay}"),

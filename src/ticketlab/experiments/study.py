@@ -77,7 +77,8 @@ def run_study(plan: StudyPlan, *, workers: int = 1, **prepare_kwargs: Any) -> St
     return result
 
 
-def parse_controls(spec: str, reps: int = 1, noise_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)) -> tuple[Control, ...]:
+def parse_controls(spec: str, reps: int = 1,
+                   noise_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)) -> tuple[Control, ...]:
     """'reinit,random_prune,noise' -> Control objects, `reps` draws each (noise: each scale)."""
     out = []
     for name in [s.strip() for s in spec.split(",") if s.strip()]:

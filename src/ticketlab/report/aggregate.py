@@ -17,6 +17,12 @@ METRICS = ("early_stop_test_accuracy", "early_stop_step", "final_test_accuracy")
 DENSE_SPREAD_FLOOR = 0.002  # with one dense replicate, "matching" = within 0.2 pp (LMC section 4.4)
 
 
+def _seed_of(folder: Path) -> int | None:
+    """The seed of a `seed_<s>` folder; None for anything else that happens to start with 'seed_'."""
+    tail = folder.name[5:]
+    return int(tail) if folder.name.startswith("seed_") and tail.isdigit() and folder.is_dir() else None
+
+
 def experiment_dirs(paths: list[str | Path]) -> list[tuple[Path, set[int] | None]]:
     """Each argument is an experiment folder (`lottery_<hash>`) or one of its `seed_<s>` folders."""
     out: dict[Path, set[int] | None] = {}
@@ -24,10 +30,10 @@ def experiment_dirs(paths: list[str | Path]) -> list[tuple[Path, set[int] | None
         p = Path(raw)
         if (p / "config.json").is_file():
             out[p] = None
-        elif p.name.startswith("seed_") and (p.parent / "config.json").is_file():
+        elif _seed_of(p) is not None and (p.parent / "config.json").is_file():
             seeds = out.get(p.parent, set())
             if seeds is not None:
-                out[p.parent] = seeds | {int(p.name[5:])}
+                out[p.parent] = seeds | {_seed_of(p)}
         else:
             raise TicketlabError(f"{p} is not a ticketlab run folder (no config.json in it or its parent)")
     return list(out.items())
@@ -38,8 +44,8 @@ def collect(paths: list[str | Path]) -> list[dict[str, Any]]:
     rows = []
     for exp, seeds in experiment_dirs(paths):
         for seed_dir in sorted(exp.glob("seed_*")):
-            seed = int(seed_dir.name[5:])
-            if seeds is not None and seed not in seeds:
+            seed = _seed_of(seed_dir)
+            if seed is None or (seeds is not None and seed not in seeds):
                 continue
             for summary_file in sorted(seed_dir.glob("level_*/summary.json")) + \
                     sorted(seed_dir.glob("level_*/control_*/summary.json")):
@@ -69,7 +75,11 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         groups.setdefault((r["experiment"], r["variant"], r["level"]), []).append(r)
     table = []
-    for (exp, variant, level), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1] != "ticket", kv[0][1])):
+    def order(kv: tuple) -> tuple:  # by experiment and level, the ticket before its controls
+        (exp, variant, level), _ = kv
+        return exp, level, variant != "ticket", variant
+
+    for (exp, variant, level), members in sorted(groups.items(), key=order):
         entry = {"experiment": exp, "variant": variant, "level": level, "n": len(members),
                  "density": statistics.fmean(m["density"] for m in members),
                  "seeds": sorted({m["seed"] for m in members})}
@@ -84,14 +94,15 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _matching(entry: dict[str, Any], dense: dict[str, Any] | None) -> bool | None:
-    if dense is None or entry["early_stop_test_accuracy"]["mean"] is None:
+    if dense is None or None in (entry["early_stop_test_accuracy"]["mean"], dense["early_stop_test_accuracy"]["mean"]):
         return None
     d = dense["early_stop_test_accuracy"]
     spread = max(d["std"] or 0.0, DENSE_SPREAD_FLOOR)
     return entry["early_stop_test_accuracy"]["mean"] >= d["mean"] - spread
 
 
-def curves(rows: list[dict[str, Any]], variant: str, level: int) -> list[list[dict[str, float]]]:
-    """The stored evaluations (metrics.json) of every job of (variant, level)."""
+def curves(rows: list[dict[str, Any]], variant: str, level: int,
+           experiment: str | None = None) -> list[list[dict[str, float]]]:
+    """The stored evaluations (metrics.json) of every job of (variant, level) [of one experiment]."""
     return [json.loads((Path(r["job_dir"]) / "metrics.json").read_text()) for r in rows
-            if r["variant"] == variant and r["level"] == level]
+            if r["variant"] == variant and r["level"] == level and experiment in (None, r["experiment"])]

@@ -42,8 +42,9 @@ def overlap_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                if k[0] == exp and k[4] == level]
         groups["ticket vs next level's ticket"] = [iou(a, b) for a, b in nxt if b is not None]
         for variant in sorted({k[2] for k in masks if k[2] != "ticket" and k[0] == exp and k[4] == level}):
-            pairs = [iou(tickets[(exp, k[1], "ticket", 0, level)], m) for k, m in masks.items()
-                     if k[0] == exp and k[4] == level and k[2] == variant and (exp, k[1], "ticket", 0, level) in tickets]
+            pairs = [iou(tickets[ticket], m) for k, m in masks.items()
+                     if k[0] == exp and k[4] == level and k[2] == variant
+                     and (ticket := (exp, k[1], "ticket", 0, level)) in tickets]
             groups[f"ticket vs {variant}"] = pairs
         for comparison, pairs in groups.items():
             if pairs:

@@ -63,23 +63,29 @@ def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *
     step = start_step
     torch.manual_seed(data_seed)  # dropout and any other stochastic layer
 
+    best: dict[str, torch.Tensor] | None = None  # weights of the best validation loss, if not tested then
     state = load_checkpoint(checkpoint.path) if checkpoint else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
-        step, evals = state["step"], state["evals"]
+        step, evals, best = state["step"], state["evals"], state["best"]
     applier.optimizer_state(optimizer)
     last_saved = step
+    test_every = hp.test_every or hp.eval_every
 
     model.train()
     lr = None
     while True:
         if (step % hp.eval_every == 0 or step == hp.train_steps) and not (evals and evals[-1]["step"] == step):
-            evals.append(_evaluate(model, data, step))
+            row = _evaluate(model, data, step, test=step % test_every == 0 or step == hp.train_steps)
+            if row["val_loss"] < min((e["val_loss"] for e in evals), default=float("inf")):
+                best = None if row["test_loss"] is not None else {k: v.clone() for k, v in model.state_dict().items()}
+            evals.append(row)
             if checkpoint and step - last_saved >= checkpoint.every and step < hp.train_steps:
                 save_checkpoint(checkpoint.path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                  "rng": torch.get_rng_state(), "step": step, "evals": evals})
+                                                  "rng": torch.get_rng_state(), "step": step, "evals": evals,
+                                                  "best": best})
                 last_saved = step
         if step == hp.train_steps:
             break
@@ -101,12 +107,22 @@ def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *
             hooks.progress(step, hp.train_steps)
     result = _result(evals)
     result.checks = applier.pruned_magnitudes(optimizer)
+    if result.early_stop is not None and result.early_stop["test_loss"] is None and best is not None:
+        _test_best_weights(model, best, data, result.early_stop)
     return result
 
 
-def _evaluate(model: nn.Module, data: DataSplits, step: int) -> dict[str, float]:
+def _test_best_weights(model: nn.Module, best: dict[str, torch.Tensor], data: DataSplits, row: dict) -> None:
+    """Fill the early-stopping row's test figures from the weights kept at that step."""
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best)
+    row["test_loss"], row["test_accuracy"] = evaluate(model, data.test_x, data.test_y)
+    model.load_state_dict(final)
+
+
+def _evaluate(model: nn.Module, data: DataSplits, step: int, test: bool = True) -> dict[str, float | None]:
     val_loss, val_acc = evaluate(model, data.val_x, data.val_y)
-    test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
+    test_loss, test_acc = evaluate(model, data.test_x, data.test_y) if test else (None, None)
     return {"step": step, "val_loss": val_loss, "val_accuracy": val_acc,
             "test_loss": test_loss, "test_accuracy": test_acc}
 
