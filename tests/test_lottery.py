@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import torch
 
 from ticketlab import Mask, run_lottery
@@ -84,3 +86,26 @@ def test_global_pruning_and_a_user_module(tmp_path, synthetic):
     assert [s["layer_counts"] for s in result.levels][2] and result.levels[2]["checks"]["counts_as_requested"]
     total = sum(result.levels[2]["layer_counts"].values())
     assert total == round((256 * 24 + 240) * 0.25)
+
+
+@pytest.mark.parametrize("mode", ["rewind", "lr_rewind", "finetune", "scratch"])
+def test_each_retraining_mode_starts_from_the_weights_and_lr_it_promises(tmp_path, synthetic, mode):
+    config = small_config(training={"milestones": [100], "gamma": 0.1}, lottery={"levels": 1, "retrain": mode,
+                                                                              "rewind_step": 50})
+    result = run_lottery(config, data=synthetic, root=tmp_path)
+    job = result.run_dir / "level_1"
+    mask, init = Mask.load(job / "mask.safetensors"), load_weights(job / "init.safetensors")
+    trained = load_weights(result.run_dir / "level_0" / "final.safetensors")
+    theta_k = load_weights(result.run_dir / "rewind.safetensors")
+    w = "hidden.0.weight"
+    expected = {"rewind": theta_k[w], "lr_rewind": trained[w], "finetune": trained[w]}.get(mode)
+    summary = result.levels[1]
+    if mode == "scratch":
+        theta0 = build_model(config.model, synthetic.input_shape, 10, seed=0).state_dict()[w]
+        assert not torch.equal(init[w], theta0 * mask[w]) and not torch.equal(init[w], trained[w] * mask[w])
+        assert torch.all(init[w][~mask[w]] == 0) and summary["start_step"] == 0
+    else:
+        assert torch.equal(init[w], expected * mask[w]) and summary["start_step"] == 50
+    assert summary["retrain"] == mode
+    # finetune: one fixed LR, the schedule's last (0.1 x 3e-3); the others replay the schedule's LR
+    assert summary["lr"] == pytest.approx(3e-4 if mode == "finetune" else 3e-3)

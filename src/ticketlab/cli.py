@@ -21,7 +21,8 @@ FLAG_FIELDS = {
     "warmup_steps": ("training", "warmup_steps"),
     "strategy": ("pruning", "strategy"), "prune_rate": ("pruning", "rate"),
     "output_rate": ("pruning", "output_rate"), "conv_rate": ("pruning", "conv_rate"),
-    "levels": ("lottery", "levels"), "rewind_step": ("lottery", "rewind_step"),
+    "levels": ("lottery", "levels"), "rewind_step": ("lottery", "rewind_step"), "retrain": ("lottery", "retrain"),
+    "finetune_lr": ("lottery", "finetune_lr"), "test_every": ("training", "test_every"),
 }
 
 
@@ -51,6 +52,8 @@ def _add_run_flags(p: argparse.ArgumentParser, lottery: bool) -> None:
     p.add_argument("--seed", type=int, help="replicate seed: initialisation and data order (default 0)")
     p.add_argument("--train-steps", help="steps per level: 50000, 50000it, 20ep, 1ep10it (default: model preset)")
     p.add_argument("--eval-every", help="steps between evaluations on validation and test (default 100)")
+    p.add_argument("--test-every", help="steps between test evaluations (default: every evaluation); the "
+                   "early-stopping step's test accuracy stays exact")
     p.add_argument("--val-size", type=int, help="validation examples held out of the training set (default 5000)")
     p.add_argument("--optimizer", choices=["adam", "sgd"])
     p.add_argument("--lr", type=float)
@@ -63,6 +66,9 @@ def _add_run_flags(p: argparse.ArgumentParser, lottery: bool) -> None:
     if lottery:
         p.add_argument("--levels", type=int, help="pruning rounds after the dense level 0")
         p.add_argument("--rewind-step", help="rewind survivors to this step of the dense run (default 0: init)")
+        p.add_argument("--retrain", choices=["rewind", "lr_rewind", "finetune", "scratch"],
+                       help="how pruned levels retrain (default rewind: the LTH)")
+        p.add_argument("--finetune-lr", type=float, help="LR of --retrain finetune (default: the schedule's last)")
         p.add_argument("--strategy", choices=["layerwise", "global"])
         p.add_argument("--prune-rate", type=float, help="fraction of surviving weights pruned per level")
         p.add_argument("--output-rate", type=float, help="rate for the output layer (paper: half the rate)")

@@ -65,6 +65,12 @@ class PruningHparams:
 class LotteryHparams:
     levels: int = 0  # pruning rounds after the dense level 0
     rewind_step: int = 0  # 0: the LTH reset to initialisation; k > 0: late rewinding
+    # How each pruned level retrains (Renda et al. 2020): "rewind" the survivors to step k's weights and
+    # train from k (the LTH); "lr_rewind" keeps the trained weights and replays the schedule from step k;
+    # "finetune" keeps them and trains T - k steps at the fixed LR `finetune_lr` (None: the schedule's final
+    # LR); "scratch" draws fresh random weights and trains the whole schedule.
+    retrain: str = "rewind"
+    finetune_lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,8 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+RETRAIN_MODES = ("rewind", "lr_rewind", "finetune", "scratch")
 
 SECTIONS = {
     "dataset": DatasetHparams,
@@ -275,6 +283,9 @@ def validate(c: RunConfig) -> None:
         (list(t.milestones) == sorted(t.milestones), "training.milestones must be increasing"),
         (p.strategy in ("layerwise", "global"), f"pruning.strategy must be layerwise or global, got {p.strategy!r}"),
         (lot.levels >= 0, f"lottery.levels must be >= 0, got {lot.levels}"),
+        (lot.retrain in RETRAIN_MODES,
+         f"lottery.retrain must be one of {', '.join(RETRAIN_MODES)}, got {lot.retrain!r}"),
+        (lot.finetune_lr is None or lot.finetune_lr > 0, f"lottery.finetune_lr must be > 0, got {lot.finetune_lr}"),
         (lot.rewind_step < t.train_steps,
          f"lottery.rewind_step ({lot.rewind_step}) must be below training.train_steps ({t.train_steps})"),
     ]

@@ -13,6 +13,7 @@ per-layer counts as requested, no collapsed layer).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import platform
 import subprocess
 import time
@@ -23,13 +24,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..config import RunConfig
+from ..config import RunConfig, TrainingHparams
 from ..data import DataSplits, load_dataset
 from ..errors import TicketlabError
 from ..masks import Mask, layer_kind, prunable
 from ..models import build_model
 from ..pruning import magnitude_prune, target_counts
 from ..store import DEFAULT_ROOT, is_done, level_dir, load_weights, read_json, record_config, save_weights
+from ..training.optim import lr_at
 from .job import Progress, run_job
 
 
@@ -103,21 +105,43 @@ def run_level(rep: Replicate, level: int) -> dict[str, Any]:
         if level > 0 and not is_done(level_dir(rep.run_dir, level - 1)):
             raise TicketlabError(f"level {level - 1} of {rep.run_dir} is not finished: run the levels in order")
         mask = Mask.ones(rep.model) if level == 0 else _next_mask(rep.config, rep.run_dir, level, rep.kinds)
-        _train_level(rep, mask, rep.theta0 if level == 0 else rep.rewind_state(), job, level)
+        _train_level(rep, mask, job, level)
     return read_json(job / "summary.json")
 
 
-def _train_level(rep: Replicate, mask: Mask, start: dict[str, torch.Tensor], job: Path, level: int) -> None:
+def _train_level(rep: Replicate, mask: Mask, job: Path, level: int) -> None:
     config = rep.config
     k_rewind = config.lottery.rewind_step
-    k = k_rewind if level > 0 else 0
     at_step = {}
     if level == 0 and k_rewind > 0:  # keep theta_k, the state later levels rewind to
         at_step[k_rewind] = lambda m: save_weights(rep.run_dir / "rewind.safetensors", m)
+    start, k, training = retrain_start(rep, level)
     wanted = target_counts(config.pruning, mask.sizes(), rep.kinds, level) if config.kind == "lottery" else mask.sizes()
-    run_job(job, model=rep.model, data=rep.data, training=config.training, mask=mask, start=start, start_step=k,
-            data_seed=config.seed, wanted_counts=wanted, info={"level": level, "rewind_step": k},
-            label=f"level {level}", progress=rep.progress, checkpoint_every=rep.checkpoint_every, at_step=at_step)
+    info = {"level": level, "rewind_step": k, "retrain": config.lottery.retrain if level else "dense",
+            "lr": training.lr}
+    run_job(job, model=rep.model, data=rep.data, training=training, mask=mask, start=start, start_step=k,
+            data_seed=config.seed, wanted_counts=wanted, info=info, label=f"level {level}", progress=rep.progress,
+            checkpoint_every=rep.checkpoint_every, at_step=at_step)
+
+
+def retrain_start(rep: Replicate, level: int) -> tuple[dict[str, torch.Tensor], int, TrainingHparams]:
+    """(weights to start from, step to start at, training hyper-parameters) of a level's retraining."""
+    lot, hp = rep.config.lottery, rep.config.training
+    if level == 0:
+        return rep.theta0, 0, hp
+    if lot.retrain == "rewind":
+        return rep.rewind_state(), lot.rewind_step, hp
+    if lot.retrain == "scratch":
+        digest = hashlib.sha256(f"{rep.config.seed}/scratch/{level}".encode()).digest()
+        return rep.fresh_weights(int.from_bytes(digest[:4], "little") & 0x7FFFFFFF), 0, hp
+    device = rep.data.train_x.device
+    final = load_weights(level_dir(rep.run_dir, level - 1) / "final.safetensors")
+    trained = {k: v.to(device) for k, v in final.items()}
+    if lot.retrain == "lr_rewind":
+        return trained, lot.rewind_step, hp
+    # finetune: the rest of the budget at one small LR
+    lr = lot.finetune_lr or lr_at(hp, hp.train_steps - 1)
+    return trained, lot.rewind_step, dataclasses.replace(hp, lr=lr, milestones=(), warmup_steps=0)
 
 
 def _next_mask(config: RunConfig, run_dir: Path, level: int, kinds: dict[str, str]) -> Mask:
