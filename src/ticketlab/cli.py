@@ -87,6 +87,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_flags(sub.add_parser("lottery", help="iterative magnitude pruning with rewinding"), lottery=True)
     _add_run_flags(sub.add_parser("train", help="train one dense network"), lottery=False)
+    st = sub.add_parser("stability", help="instability analysis: error barrier between two copies trained "
+                        "from the state at step k with different data orders")
+    _add_run_flags(st, lottery=True)
+    st.add_argument("--steps", default="0", help="comma list of split steps k (e.g. 0,25,100,500,2000)")
+    st.add_argument("--at-levels", default="0", help="levels whose ticket to analyse: e.g. 0 or 0-3,7 (default 0)")
+    st.add_argument("--points", type=int, default=30, help="points along the path (default 30)")
+    st.add_argument("--threshold", type=float, default=0.02, help="stable below this test barrier (default 0.02)")
+    st.add_argument("--train-eval-size", type=int, default=10_000, help="training examples evaluated per point")
+    st.add_argument("--no-bn-recompute", action="store_true", help="keep batch-norm statistics of the ends")
     rep = sub.add_parser("report", help="HTML/Markdown report, figures and tables from stored runs")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="experiment folders or their seed_<s> folders")
     rep.add_argument("--out", help="report folder (default RUN_DIR/report)")
@@ -275,6 +284,42 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def stability(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .experiments.lottery import prepare
+    from .experiments.stability import StabilitySpec, run_stability
+
+    levels = _levels(args.at_levels) or (0,)
+    try:
+        steps = [int(x) for x in args.steps.split(",")]
+    except ValueError:
+        raise TicketlabError(f"--steps: cannot read {args.steps!r} (e.g. 0,25,100,500,2000)") from None
+    config = config_from_args(args, "lottery")
+    if max(levels) > config.lottery.levels:  # the levels are part of the run's identity: say them
+        raise TicketlabError(f"--at-levels asks for level {max(levels)} but the run has --levels "
+                             f"{config.lottery.levels}; pass --levels {max(levels)} (or more)")
+    results = []
+    for r in range(args.replicates):
+        rep = prepare(dataclasses.replace(config, seed=config.seed + r), **_prepare_kwargs(args))
+        for level in levels:
+            for k in steps:
+                spec = StabilitySpec(step=k, level=level, points=args.points, threshold=args.threshold,
+                                     train_eval_size=args.train_eval_size, recompute_bn=not args.no_bn_recompute)
+                results.append({"seed": rep.config.seed, **run_stability(rep, spec)})
+    if args.json:
+        print(json.dumps({"experiment_dir": str(rep.run_dir.parent), "results": results}))
+        return 0
+    rows = [("seed", "level", "% weights left", "k", "test barrier %", "train barrier %", "stable",
+             "copies' final test acc %")]
+    rows += [(str(r["seed"]), str(r["level"]), f"{100 * r['density']:.1f}", str(r["step"]), _pct(r["test_barrier"]),
+              _pct(r["train_barrier"]), "yes" if r["stable"] else "no",
+              ", ".join(_pct(a) for a in r["copy_final_test_accuracy"])) for r in results]
+    print(_align(rows))
+    print(f"run folder: {rep.run_dir.parent}")
+    return 0
+
+
 def reproduce(args: argparse.Namespace) -> int:
     from .experiments.reproduce import reproduce as run_recipe
 
@@ -288,7 +333,8 @@ def reproduce(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"lottery": run, "train": run, "report": report, "reproduce": reproduce}[args.command](args)
+        return {"lottery": run, "train": run, "report": report, "reproduce": reproduce,
+                "stability": stability}[args.command](args)
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2

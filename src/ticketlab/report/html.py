@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import TicketlabError
 from ..store import read_json
-from . import figures
+from . import compare, figures, stability
 from .aggregate import METRICS, aggregate, collect, experiment_dirs
 from .overlap import overlap_table
 
@@ -198,6 +198,23 @@ def _figure_blocks(rows: list[dict[str, Any]], table: list[dict[str, Any]], over
     return blocks
 
 
+def _stability_blocks(exp_dir: Path, out: Path, files: dict[str, Path]) -> list[tuple]:
+    results = stability.stability_results(exp_dir)
+    if not results:
+        return []
+    head, rows = stability.table_rows(results)
+    drawn = [stability.path_figure(results, out, exp_dir.name), stability.barrier_figure(results, out, exp_dir.name)]
+    for d in drawn:
+        files.update({p.name: p for p in d})
+    return [("h3", "Instability analysis (linear mode connectivity)"),
+            ("p", "Two copies trained from the state at step k with different data orders; the barrier is the largest "
+                  "error on the straight line between their final weights minus the mean error of the two ends."),
+            ("table", head, rows),
+            ("figure", drawn[0], "Test error along the interpolation path between the two copies."),
+            ("figure", drawn[1], "Test error barrier vs the step k where the copies split; below the dashed line "
+                                 "the state is stable to SGD noise.")]
+
+
 def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "minmax",
                  title: str | None = None) -> dict[str, Path]:
     """Figures, table.csv/json, report.html (self-contained) and report.md for the runs in `paths`."""
@@ -222,6 +239,14 @@ def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "mi
         blocks += _verdict_blocks(entries, spread) + _check_blocks([r for r in rows if r["experiment"] == name])
         blocks += [("h3", "Figures")] + fig_blocks.get(name, [])
         blocks += _overlap_blocks([o for o in overlap if o["experiment"] == name], entries)
+        blocks += _stability_blocks(d, out, files)
+    compared = compare.accuracy_by_experiment(table, exp_dirs, out, spread)
+    if compared is not None:
+        files.update({p.name: p for p in compared})
+        blocks += [("h2", "Experiments compared"),
+                   ("figure", compared, "Test accuracy at early stop of each experiment's tickets vs weights "
+                    "remaining; experiments are labelled by the hyper-parameters that differ between them: "
+                    + "; ".join(f"{n}: {lab}" for n, lab in compare.labels(exp_dirs).items()) + ".")]
     (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
     (out / "report.md").write_text(render_md(blocks), encoding="utf-8")
     files = {"html": out / "report.html", "md": out / "report.md", **files}

@@ -1,0 +1,301 @@
+"""Export one level of a run (a ticket) in a form other programs can use without ticketlab's run store.
+
+Formats:
+  safetensors  one portable file: masks, rewind (init) and trained (final) weights, and JSON metadata
+  dense        the trained, masked weights as a plain state_dict (`model.load_state_dict`)
+  torch-prune  a .pt state_dict in torch.nn.utils.prune form (`<m>.weight_orig`, `<m>.weight_mask`)
+  sparse       CSR weights for the Linear layers where CSR was measured faster than dense, rebuilt by
+               `load_sparse` into the registry model with `SparseLinear` modules
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn.utils import prune
+
+from .config import ModelHparams
+from .data import synthetic
+from .errors import TicketlabError
+from .masks import Mask
+from .models import build_model
+from .models.init import LAYERS
+from .store import atomic_write, is_done, level_dir, load_weights, read_json
+
+FORMATS = {"safetensors": ".safetensors", "dense": ".dense.safetensors", "torch-prune": ".pt",
+           "sparse": ".sparse.safetensors"}
+# The data registry loads arrays but does not name their shape; load_sparse needs it to rebuild the model.
+INPUT_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+                "synthetic": synthetic.SHAPE}
+
+
+def export_ticket(run_dir: Path | str, level: int, fmt: str, out: Path | str, *, batch_size: int = 256,
+                  force_sparse: bool = False) -> Path:
+    """Write level `level` of the replicate folder `run_dir` (`.../seed_<s>`) as `fmt`; returns the file.
+
+    `out` is a file, or a folder to hold `ticket_level_<L>.<ext>`. For "sparse", `batch_size` is the batch
+    the layer choice optimises for, and `force_sparse` makes every pruned Linear layer sparse.
+    """
+    if fmt not in FORMATS:
+        raise TicketlabError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    ticket = _read_level(Path(run_dir), level)
+    path = _out_path(Path(out), level, FORMATS[fmt])
+    if fmt == "safetensors":
+        tensors = {f"mask.{k}": v.to(torch.uint8) for k, v in ticket["mask"].items()}
+        tensors.update({f"{part}.{k}": v for part in ("init", "final") for k, v in ticket[part].items()})
+        _save_safetensors(path, tensors, ticket["metadata"])
+    elif fmt == "dense":
+        _save_safetensors(path, _masked_final(ticket), ticket["metadata"])
+    elif fmt == "torch-prune":
+        state = _torch_prune_state(ticket)
+        atomic_write(path, lambda p: torch.save(state, p))
+    else:
+        _export_sparse(ticket, path, batch_size, force_sparse)
+    return path
+
+
+# ---- Reading a level ---------------------------------------------------------------------------------------
+
+
+def _read_level(run_dir: Path, level: int) -> dict[str, Any]:
+    """Mask (bool), init, final, and the metadata every format carries, of one finished level."""
+    job = level_dir(run_dir, level)
+    if not is_done(job):
+        done = sorted(int(p.name.split("_")[1]) for p in run_dir.glob("level_*") if is_done(p))
+        raise TicketlabError(f"level {level} of {run_dir} is missing or unfinished "
+                             f"(finished levels: {', '.join(map(str, done)) or 'none'})")
+    experiment_file = run_dir.parent / "config.json"
+    if not experiment_file.is_file():
+        raise TicketlabError(f"{run_dir} is not a seed folder of a run store: {experiment_file} is missing")
+    experiment, mask = read_json(experiment_file), Mask.load(job / "mask.safetensors")
+    seed = run_dir.name.removeprefix("seed_")
+    metadata = {"experiment_hash": experiment["hash"], "config": experiment["config"],
+                "provenance": experiment.get("provenance"), "seed": int(seed) if seed.isdigit() else None,
+                "level": level, "density": mask.density(), "layer_density": mask.layer_density()}
+    return {"mask": mask.tensors, "init": load_weights(job / "init.safetensors"),
+            "final": load_weights(job / "final.safetensors"), "metadata": metadata}
+
+
+def _out_path(out: Path, level: int, ext: str) -> Path:
+    # A path without a suffix is a folder: a file name we choose goes inside it.
+    if out.is_dir() or not out.suffix:
+        return out / f"ticket_level_{level}{ext}"
+    return out
+
+
+def _masked_final(ticket: dict[str, Any]) -> dict[str, torch.Tensor]:
+    # Training keeps pruned weights at exactly 0 already; multiplying again costs nothing and guarantees it.
+    final, mask = ticket["final"], ticket["mask"]
+    return {k: v * mask[k] if k in mask else v for k, v in final.items()}
+
+
+def _save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    # safetensors metadata is str -> str: each value is stored as JSON so numbers and dicts come back typed.
+    text = {k: json.dumps(v, sort_keys=True) for k, v in metadata.items()}
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=text))
+
+
+def _read_safetensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not Path(path).is_file():
+        raise TicketlabError(f"ticket file not found: {path}")
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    return tensors, metadata
+
+
+def load_ticket(path: Path | str) -> dict[str, Any]:
+    """A "safetensors" ticket back as {"masks": bool tensors, "init", "final", "metadata"}."""
+    tensors, metadata = _read_safetensors(path)
+    parts: dict[str, dict[str, torch.Tensor]] = {"mask": {}, "init": {}, "final": {}}
+    for key, value in tensors.items():
+        part, _, name = key.partition(".")
+        if part not in parts:
+            raise TicketlabError(f"{path} is not a ticketlab ticket (unexpected tensor {key!r})")
+        parts[part][name] = value
+    masks = {k: v.to(torch.bool) for k, v in parts["mask"].items()}
+    return {"masks": masks, "init": parts["init"], "final": parts["final"], "metadata": metadata}
+
+
+# ---- torch.nn.utils.prune form -----------------------------------------------------------------------------
+
+
+def _torch_prune_state(ticket: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Each pruned weight `<m>.weight` becomes `<m>.weight_orig` + `<m>.weight_mask`: the names (and, for the
+    mask, the float dtype) that prune.custom_from_mask registers, so load_state_dict finds them."""
+    state = {}
+    for key, value in _masked_final(ticket).items():
+        mask = ticket["mask"].get(key)
+        if mask is None or bool(mask.all()):  # biases and unpruned layers stay as they are
+            state[key] = value
+        else:
+            state[key + "_orig"], state[key + "_mask"] = value, mask.to(value.dtype)
+    return state
+
+
+def load_torch_prune(model: nn.Module, path: Path | str) -> nn.Module:
+    """Prune `model`'s layers with the file's masks (prune.custom_from_mask) and load its weights."""
+    if not Path(path).is_file():
+        raise TicketlabError(f"ticket file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    pruned = [(model.get_submodule(k.removesuffix("weight_mask").removesuffix(".")), m) for k, m in state.items()
+              if k.endswith("weight_mask")]
+    for module, mask in pruned:
+        prune.custom_from_mask(module, "weight", mask)
+    model.load_state_dict(state)
+    for module, _ in pruned:  # the pruned `weight` is recomputed only on forward: refresh it for the loaded values
+        module.weight = module.weight_orig * module.weight_mask
+    return model
+
+
+# ---- Sparse inference --------------------------------------------------------------------------------------
+
+
+def _csr(weight: torch.Tensor | None = None, parts: tuple[torch.Tensor, ...] = (), shape: tuple[int, ...] = ()):
+    """A CSR tensor from a dense weight or from (crow, col, values) parts, which it shares memory with.
+    The parts may come from a file: their invariants are checked (once per layer) rather than trusted."""
+    with warnings.catch_warnings():  # torch warns that CSR support is "beta" on first use
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        if weight is not None:
+            return weight.to_sparse_csr()
+        return torch.sparse_csr_tensor(*parts, shape, check_invariants=True)
+
+
+class SparseLinear(nn.Module):
+    """y = (W_csr @ x.T).T + b. The CSR parts are buffers, so state_dict and .to() handle them as usual."""
+
+    def __init__(self, crow_indices: torch.Tensor, col_indices: torch.Tensor, values: torch.Tensor,
+                 bias: torch.Tensor | None, in_features: int):
+        super().__init__()
+        self.in_features, self.out_features = in_features, len(crow_indices) - 1
+        self.register_buffer("crow_indices", crow_indices)
+        self.register_buffer("col_indices", col_indices)
+        self.register_buffer("values", values)
+        self.register_buffer("bias", bias)
+        self._weight: torch.Tensor | None = None  # the CSR tensor, built once from (and sharing) the buffers
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> SparseLinear:
+        w = _csr(linear.weight.detach())
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        # int32 indices: half the index bytes, and MKL's native index type (measured ~20% faster at batch 1)
+        crow, col = w.crow_indices().to(torch.int32), w.col_indices().to(torch.int32)
+        return cls(crow, col, w.values(), bias, linear.in_features)
+
+    def _apply(self, fn, recurse=True):  # .to()/.float() replace the buffers: rebuild the CSR tensor
+        self._weight = None
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._weight is None:
+            parts = (self.crow_indices, self.col_indices, self.values)
+            self._weight = _csr(parts=parts, shape=(self.out_features, self.in_features))
+        flat = x.reshape(-1, self.in_features)
+        y = (self._weight @ flat.T).T
+        y = y if self.bias is None else y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def choose_layers(model: nn.Module, batch_sizes: tuple[int, ...] = (1, 256), target_batch: int = 256,
+                  repeats: int = 7, number: int = 5, force: bool = False) -> dict[str, dict[str, Any]]:
+    """Time each pruned nn.Linear dense and as CSR on random inputs; per layer name: density, the times in
+    microseconds by batch size, and `sparse` = CSR was faster at `target_batch` (always, with `force`).
+
+    A SparseLinear returns a transposed view, which makes the next layer's input column-major: that helps a
+    next CSR layer (its x.T is contiguous) and hurts a dense one (measured 4x on LeNet's output layer). So each
+    layer is timed on the layout the previous choice gives it, taking layers in registration order (the
+    order of the forward pass in the registry's models)."""
+    sizes = sorted({*batch_sizes, target_batch})
+    result, transposed = {}, False
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and not bool((module.weight != 0).all()):
+            timings = {"dense_us": _time(module, sizes, transposed, repeats, number),
+                       "sparse_us": _time(SparseLinear.from_linear(module), sizes, transposed, repeats, number)}
+            wins = timings["sparse_us"][str(target_batch)] < timings["dense_us"][str(target_batch)]
+            result[name] = {"density": float((module.weight != 0).float().mean()), "transposed_input": transposed,
+                            **timings, "sparse": force or wins}
+            transposed = result[name]["sparse"]
+        elif isinstance(module, LAYERS):
+            transposed = False  # a dense layer's output is row-major again
+    return result
+
+
+def _time(layer: nn.Module, sizes: list[int], transposed: bool, repeats: int, number: int) -> dict[str, float]:
+    """Microseconds per call of `layer` on a random batch of each size: the median over `repeats` of the
+    mean of `number` calls, after one warm-up call (noise on a shared CPU only ever adds time)."""
+    out = {}
+    with torch.inference_mode():
+        for b in sizes:
+            x = torch.randn(layer.in_features, b).T if transposed else torch.randn(b, layer.in_features)
+            layer(x)
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(number):
+                    layer(x)
+                samples.append((time.perf_counter() - start) / number)
+            out[str(b)] = 1e6 * statistics.median(samples)
+    return out
+
+
+def sparsify(model: nn.Module, layers: list[str]) -> nn.Module:
+    """Replace the named nn.Linear modules of `model` by SparseLinear, in place."""
+    for name in layers:
+        _swap(model, name, SparseLinear.from_linear(model.get_submodule(name)))
+    return model
+
+
+def _swap(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, module)
+
+
+def _export_sparse(ticket: dict[str, Any], path: Path, batch_size: int, force: bool) -> None:
+    meta = dict(ticket["metadata"])
+    meta["model"], dataset = meta["config"]["model"], meta["config"]["dataset"]["name"]
+    if dataset not in INPUT_SHAPES:
+        raise TicketlabError(f"sparse export: no input shape known for dataset {dataset!r}")
+    meta["input_shape"] = list(INPUT_SHAPES[dataset])
+    meta["num_classes"] = list(ticket["mask"].values())[-1].shape[0]  # the last prunable layer is the output
+    try:  # a run of a user module (run_lottery's model_fn) cannot be rebuilt from its config
+        model = _build(meta)
+        model.load_state_dict(_masked_final(ticket))
+    except (TicketlabError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0]
+        raise TicketlabError(f"sparse export needs a registry model ({meta['model']['name']!r}: {reason})") from None
+    meta["timings"] = choose_layers(model.eval(), target_batch=batch_size, force=force)
+    meta["sparse_layers"] = [name for name, t in meta["timings"].items() if t["sparse"]]
+    meta["target_batch"] = batch_size
+    _save_safetensors(path, sparsify(model, meta["sparse_layers"]).state_dict(), meta)
+
+
+def _build(meta: dict[str, Any]) -> nn.Module:
+    # seed=0: the initial weights are overwritten by the file's
+    return build_model(ModelHparams(**meta["model"]), tuple(meta["input_shape"]), meta["num_classes"], seed=0)
+
+
+def load_sparse(path: Path | str) -> nn.Module:
+    """The registry model of a "sparse" file, with SparseLinear for its sparse layers, in eval mode."""
+    tensors, meta = _read_safetensors(path)
+    if "sparse_layers" not in meta:
+        raise TicketlabError(f"{path} is not a sparse ticket (export it with format 'sparse')")
+    model = _build(meta)
+    for name in meta["sparse_layers"]:
+        parts = {k: tensors.get(f"{name}.{k}") for k in ("crow_indices", "col_indices", "values", "bias")}
+        _swap(model, name, SparseLinear(**parts, in_features=model.get_submodule(name).in_features))
+    model.load_state_dict(tensors)  # strict: every tensor of the file is used, every parameter is set
+    return model.eval()
+
+
+__all__ = ["FORMATS", "SparseLinear", "choose_layers", "export_ticket", "load_sparse", "load_ticket",
+           "load_torch_prune", "sparsify"]

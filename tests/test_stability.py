@@ -1,0 +1,75 @@
+"""Instability analysis: the barrier formula, identical ends, masks along the path, reuse."""
+
+import pytest
+import torch
+
+from ticketlab import Mask
+from ticketlab.experiments.lottery import prepare
+from ticketlab.experiments.stability import StabilitySpec, barrier, interpolate, recompute_batchnorm, run_stability
+from ticketlab.store import load_weights
+from conftest import small_config
+
+
+def test_barrier_formula_on_a_hand_made_path():
+    assert barrier([0.10, 0.30, 0.50, 0.20, 0.12]) == pytest.approx(0.50 - 0.11)
+    assert barrier([0.2, 0.1, 0.2]) == pytest.approx(0.0)  # a dip counts as no barrier
+    assert barrier([0.1, 0.3]) == pytest.approx(0.1)
+
+
+def test_identical_ends_have_zero_barrier(tmp_path, synthetic):
+    rep = prepare(small_config(), data=synthetic, root=tmp_path)
+    path = interpolate(rep.model, rep.theta0, rep.theta0, rep, StabilitySpec(step=0, points=7))
+    assert len(path["alphas"]) == 7 and path["alphas"][0] == 0 and path["alphas"][-1] == 1
+    assert path["test_barrier"] == 0 and path["train_barrier"] == 0
+    assert len(set(path["test_error"])) == 1
+
+
+def test_copies_split_at_step_k_and_the_path_respects_the_mask(tmp_path, synthetic):
+    rep = prepare(small_config(lottery={"levels": 1}), data=synthetic, root=tmp_path)
+    result = run_stability(rep, StabilitySpec(step=50, level=1, points=5))
+    folder = rep.run_dir / "level_1" / "stability_k50"
+    mask = Mask.load(rep.run_dir / "level_1" / "mask.safetensors")
+    a, b = (load_weights(folder / f"copy_{c}" / "final.safetensors") for c in (0, 1))
+    init = load_weights(folder / "copy_0" / "init.safetensors")
+    dense_k = load_weights(rep.run_dir / "dense_k50" / "final.safetensors")
+    w = "hidden.0.weight"
+    assert torch.equal(init[w], dense_k[w] * mask[w])  # the dense state at k, masked by the ticket
+    assert not torch.equal(a[w], b[w])  # different data orders
+    for alpha in (0.25, 0.5, 0.75):
+        assert torch.all(torch.lerp(a[w], b[w], alpha)[~mask[w]] == 0)
+    assert len(result["test_error"]) == 5 and result["stable"] == (result["test_barrier"] < 0.02)
+    assert result["test_error"][0] == pytest.approx(1 - result["copy_final_test_accuracy"][0], abs=1e-9)
+    # reused, not retrained
+    calls = []
+    rep.progress = lambda *a: calls.append(a)
+    assert run_stability(rep, StabilitySpec(step=50, level=1, points=5)) == result and calls == []
+
+
+def test_batchnorm_statistics_are_recomputed():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    x = torch.randn(1000, 3) * 5 + 2
+    recompute_batchnorm(model, x)
+    with torch.no_grad():
+        h = model[0](x)
+    assert torch.allclose(model[1].running_mean, h.mean(0), atol=1e-4)
+    assert model[1].momentum == 0.1  # restored
+
+
+def test_report_shows_stability_and_compares_retraining_modes(tmp_path, synthetic):
+    import json
+
+    from ticketlab import run_lottery
+    from ticketlab.report.html import write_report
+
+    runs = []
+    for mode in ("rewind", "lr_rewind"):
+        config = small_config(lottery={"levels": 1, "retrain": mode})
+        runs.append(run_lottery(config, data=synthetic, root=tmp_path).run_dir.parent)
+    rep = prepare(small_config(lottery={"levels": 1}), data=synthetic, root=tmp_path)
+    result = run_stability(rep, StabilitySpec(step=0, level=1, points=4))
+    files = write_report(runs, tmp_path / "report")
+    page = files["html"].read_text()
+    assert "Instability analysis" in page and f"{100 * result['test_barrier']:.2f}" in page
+    assert f"{runs[1].name}: retrain=lr_rewind" in page and f"{runs[0].name}: retrain=rewind" in page
+    assert files["accuracy_by_experiment-all.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(files["json"].read_text())
