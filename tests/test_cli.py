@@ -108,3 +108,25 @@ def test_kill_9_then_resume_gives_bit_identical_results(tmp_path, kill_after):
     assert want.keys() == got.keys() and len(want) > 10
     assert [k for k in want if want[k] != got[k]] == []
     assert not list(killed.rglob("checkpoint.pt")) and not list(killed.rglob("*.tmp"))
+
+
+def test_report_export_and_reproduce_commands(tmp_path):
+    out = run_cli("lottery", *SMALL, "--levels", "2", "--replicates", "2", "--controls", "reinit",
+                  "--out", str(tmp_path), "--json", "--workers", "1")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    variants = {(e["variant"], e["level"]) for e in result["table"]}
+    assert variants == {(v, lvl) for v in ("ticket", "reinit") for lvl in range(3)}
+    assert all(e["n"] == 2 for e in result["table"])
+    exp = result["experiment_dir"]
+    csv_out = run_cli("report", exp, "--out", str(tmp_path / "report"), "--csv")
+    assert csv_out.returncode == 0, csv_out.stderr
+    assert csv_out.stdout.splitlines()[0].startswith("experiment,") and len(csv_out.stdout.splitlines()) == 7
+    assert (tmp_path / "report" / "report.html").is_file()
+    ticket = run_cli("export", f"{exp}/seed_0", "--level", "2", "--format", "torch-prune", "--out",
+                     str(tmp_path / "t.pt"))
+    assert ticket.returncode == 0 and Path(ticket.stdout.strip()).is_file(), ticket.stderr
+    ambiguous = run_cli("export", exp, "--level", "2")
+    assert ambiguous.returncode == 2 and "holds 2 replicates" in ambiguous.stderr
+    bad = run_cli("reproduce", "lth-resnet")
+    assert bad.returncode == 2 and "unknown reproduction" in bad.stderr

@@ -104,6 +104,13 @@ def parser() -> argparse.ArgumentParser:
     fmt = rep.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="also print the aggregated table as CSV")
     fmt.add_argument("--json", action="store_true", help="also print the aggregated table as JSON")
+    ex = sub.add_parser("export", help="write a ticket (one level of a run) as a portable file")
+    ex.add_argument("run_dir", metavar="RUN", help="a replicate folder (.../seed_<s>) or an experiment folder "
+                    "with one replicate")
+    ex.add_argument("--level", type=int, required=True)
+    ex.add_argument("--format", choices=["safetensors", "dense", "torch-prune", "sparse"], default="safetensors")
+    ex.add_argument("--out", help="file or folder (default: the level's folder)")
+    ex.add_argument("--batch-size", type=int, default=256, help="sparse: the inference batch to optimise for")
     rp = sub.add_parser("reproduce", help="a paper's experiment in one command, with its report")
     rp.add_argument("recipe", help="lth-lenet")
     rp.add_argument("--dataset", default="fashion_mnist")
@@ -320,6 +327,21 @@ def stability(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from .export import export_ticket
+
+    run_dir = Path(args.run_dir)
+    seeds = sorted(run_dir.glob("seed_*"))
+    if (run_dir / "config.json").is_file():  # an experiment folder: its only replicate
+        if len(seeds) != 1:
+            raise TicketlabError(f"{run_dir} holds {len(seeds)} replicates; name one: {run_dir}/seed_<s>")
+        run_dir = seeds[0]
+    path = export_ticket(run_dir, args.level, args.format, args.out or run_dir / f"level_{args.level}",
+                         batch_size=args.batch_size)
+    print(path)
+    return 0
+
+
 def reproduce(args: argparse.Namespace) -> int:
     from .experiments.reproduce import reproduce as run_recipe
 
@@ -334,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return {"lottery": run, "train": run, "report": report, "reproduce": reproduce,
-                "stability": stability}[args.command](args)
+                "stability": stability, "export": export}[args.command](args)
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .config import ModelHparams
-from .data import synthetic
+from .data import dataset_info
 from .errors import TicketlabError
 from .masks import Mask
 from .models import build_model
@@ -33,9 +33,8 @@ from .store import atomic_write, is_done, level_dir, load_weights, read_json
 
 FORMATS = {"safetensors": ".safetensors", "dense": ".dense.safetensors", "torch-prune": ".pt",
            "sparse": ".sparse.safetensors"}
-# The data registry loads arrays but does not name their shape; load_sparse needs it to rebuild the model.
-INPUT_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
-                "synthetic": synthetic.SHAPE}
+# (input shape, classes) per data set: the data registry loads arrays without naming their shape, and
+# load_sparse needs both to rebuild the registry model.
 
 
 def export_ticket(run_dir: Path | str, level: int, fmt: str, out: Path | str, *, batch_size: int = 256,
@@ -70,7 +69,8 @@ def _read_level(run_dir: Path, level: int) -> dict[str, Any]:
     """Mask (bool), init, final, and the metadata every format carries, of one finished level."""
     job = level_dir(run_dir, level)
     if not is_done(job):
-        done = sorted(int(p.name.split("_")[1]) for p in run_dir.glob("level_*") if is_done(p))
+        names = (p.name.removeprefix("level_") for p in run_dir.glob("level_*") if is_done(p))
+        done = sorted(int(n) for n in names if n.isdigit())
         raise TicketlabError(f"level {level} of {run_dir} is missing or unfinished "
                              f"(finished levels: {', '.join(map(str, done)) or 'none'})")
     experiment_file = run_dir.parent / "config.json"
@@ -117,12 +117,10 @@ def _read_safetensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[s
 def load_ticket(path: Path | str) -> dict[str, Any]:
     """A "safetensors" ticket back as {"masks": bool tensors, "init", "final", "metadata"}."""
     tensors, metadata = _read_safetensors(path)
-    parts: dict[str, dict[str, torch.Tensor]] = {"mask": {}, "init": {}, "final": {}}
-    for key, value in tensors.items():
-        part, _, name = key.partition(".")
-        if part not in parts:
-            raise TicketlabError(f"{path} is not a ticketlab ticket (unexpected tensor {key!r})")
-        parts[part][name] = value
+    parts = {p: {k.removeprefix(p + "."): v for k, v in tensors.items() if k.startswith(p + ".")}
+             for p in ("mask", "init", "final")}
+    if sum(map(len, parts.values())) != len(tensors):
+        raise TicketlabError(f"{path} is not a ticketlab ticket (tensors other than mask./init./final.)")
     masks = {k: v.to(torch.bool) for k, v in parts["mask"].items()}
     return {"masks": masks, "init": parts["init"], "final": parts["final"], "metadata": metadata}
 
@@ -178,10 +176,9 @@ class SparseLinear(nn.Module):
                  bias: torch.Tensor | None, in_features: int):
         super().__init__()
         self.in_features, self.out_features = in_features, len(crow_indices) - 1
-        self.register_buffer("crow_indices", crow_indices)
-        self.register_buffer("col_indices", col_indices)
-        self.register_buffer("values", values)
-        self.register_buffer("bias", bias)
+        for key, value in (("crow_indices", crow_indices), ("col_indices", col_indices), ("values", values),
+                           ("bias", bias)):
+            self.register_buffer(key, value)
         self._weight: torch.Tensor | None = None  # the CSR tensor, built once from (and sharing) the buffers
 
     @classmethod
@@ -210,17 +207,14 @@ def choose_layers(model: nn.Module, batch_sizes: tuple[int, ...] = (1, 256), tar
                   repeats: int = 7, number: int = 5, force: bool = False) -> dict[str, dict[str, Any]]:
     """Time each pruned nn.Linear dense and as CSR on random inputs; per layer name: density, the times in
     microseconds by batch size, and `sparse` = CSR was faster at `target_batch` (always, with `force`).
-
-    A SparseLinear returns a transposed view, which makes the next layer's input column-major: that helps a
-    next CSR layer (its x.T is contiguous) and hurts a dense one (measured 4x on LeNet's output layer). So each
-    layer is timed on the layout the previous choice gives it, taking layers in registration order (the
-    order of the forward pass in the registry's models)."""
+    A SparseLinear returns a transposed view: that helps a next CSR layer (its x.T is contiguous) and hurts
+    a dense one (4x measured on LeNet's output layer), so each layer is timed on the layout the previous
+    choice gives it, in registration order (the forward order of the registry's models)."""
     sizes = sorted({*batch_sizes, target_batch})
     result, transposed = {}, False
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and not bool((module.weight != 0).all()):
-            timings = {"dense_us": _time(module, sizes, transposed, repeats, number),
-                       "sparse_us": _time(SparseLinear.from_linear(module), sizes, transposed, repeats, number)}
+            timings = _time_pair(module, SparseLinear.from_linear(module), sizes, transposed, repeats, number)
             wins = timings["sparse_us"][str(target_batch)] < timings["dense_us"][str(target_batch)]
             result[name] = {"density": float((module.weight != 0).float().mean()), "transposed_input": transposed,
                             **timings, "sparse": force or wins}
@@ -230,21 +224,24 @@ def choose_layers(model: nn.Module, batch_sizes: tuple[int, ...] = (1, 256), tar
     return result
 
 
-def _time(layer: nn.Module, sizes: list[int], transposed: bool, repeats: int, number: int) -> dict[str, float]:
-    """Microseconds per call of `layer` on a random batch of each size: the median over `repeats` of the
-    mean of `number` calls, after one warm-up call (noise on a shared CPU only ever adds time)."""
-    out = {}
+def _time_pair(dense: nn.Module, sparse: nn.Module, sizes: list[int], transposed: bool, repeats: int,
+               number: int) -> dict[str, dict[str, float]]:
+    """Microseconds per call of both forms on a random batch of each size: the median over `repeats` of the
+    mean of `number` calls. Dense and sparse alternate within each repeat so that another process's load
+    slows both alike instead of deciding the comparison."""
+    out: dict[str, dict[str, float]] = {"dense_us": {}, "sparse_us": {}}
     with torch.inference_mode():
         for b in sizes:
-            x = torch.randn(layer.in_features, b).T if transposed else torch.randn(b, layer.in_features)
-            layer(x)
-            samples = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for _ in range(number):
-                    layer(x)
-                samples.append((time.perf_counter() - start) / number)
-            out[str(b)] = 1e6 * statistics.median(samples)
+            x = torch.randn(dense.in_features, b).T if transposed else torch.randn(b, dense.in_features)
+            samples: dict[str, list[float]] = {"dense_us": [], "sparse_us": []}
+            for _ in range(repeats + 1):  # the first round warms up and is dropped
+                for key, layer in (("dense_us", dense), ("sparse_us", sparse)):
+                    start = time.perf_counter()
+                    for _ in range(number):
+                        layer(x)
+                    samples[key].append(1e6 * (time.perf_counter() - start) / number)
+            for key, values in samples.items():
+                out[key][str(b)] = statistics.median(values[1:])
     return out
 
 
@@ -263,10 +260,8 @@ def _swap(model: nn.Module, name: str, module: nn.Module) -> None:
 def _export_sparse(ticket: dict[str, Any], path: Path, batch_size: int, force: bool) -> None:
     meta = dict(ticket["metadata"])
     meta["model"], dataset = meta["config"]["model"], meta["config"]["dataset"]["name"]
-    if dataset not in INPUT_SHAPES:
-        raise TicketlabError(f"sparse export: no input shape known for dataset {dataset!r}")
-    meta["input_shape"] = list(INPUT_SHAPES[dataset])
-    meta["num_classes"] = list(ticket["mask"].values())[-1].shape[0]  # the last prunable layer is the output
+    info = dataset_info(dataset)
+    meta["input_shape"], meta["num_classes"] = info.input_shape, info.num_classes
     try:  # a run of a user module (run_lottery's model_fn) cannot be rebuilt from its config
         model = _build(meta)
         model.load_state_dict(_masked_final(ticket))

@@ -24,13 +24,17 @@ class DatasetInfo:
     train_size: int  # before the validation split
     mean: tuple[float, ...] | None  # per channel, on the [0, 1] scale; None: already standardised
     std: tuple[float, ...] | None
+    input_shape: tuple[int, ...]  # one example, [C, H, W]
+    num_classes: int
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "fashion_mnist": DatasetInfo(lambda d, dl: idx.load("fashion_mnist", d, dl), 60_000, (0.2860,), (0.3530,)),
-    "mnist": DatasetInfo(lambda d, dl: idx.load("mnist", d, dl), 60_000, (0.1307,), (0.3081,)),
-    "cifar10": DatasetInfo(cifar.load, 50_000, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "synthetic": DatasetInfo(lambda d, dl: synthetic.load(), synthetic.TRAIN, None, None),
+    "fashion_mnist": DatasetInfo(lambda d, dl: idx.load("fashion_mnist", d, dl), 60_000, (0.2860,), (0.3530,),
+                                 (1, 28, 28), 10),
+    "mnist": DatasetInfo(lambda d, dl: idx.load("mnist", d, dl), 60_000, (0.1307,), (0.3081,), (1, 28, 28), 10),
+    "cifar10": DatasetInfo(cifar.load, 50_000, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32), 10),
+    "synthetic": DatasetInfo(lambda d, dl: synthetic.load(), synthetic.TRAIN, None, None, synthetic.SHAPE,
+                             synthetic.CLASSES),
 }
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import build_config
+from ..config import build_config, merge
 from ..errors import TicketlabError
 from ..store import DEFAULT_ROOT, read_json, write_json
 from .controls import Control
@@ -31,16 +31,17 @@ class Recipe:
     notes: tuple[str, ...]
 
 
-def lth_lenet(dataset: str, budget: str) -> Recipe:
+def lth_lenet(dataset: str, budget: str, overrides: dict[str, Any]) -> Recipe:
     base: dict[str, Any] = {"kind": "lottery", "model": {"name": "lenet_300_100"}, "dataset": {"name": dataset}}
     if budget == "full":
-        config = build_config({**base, "lottery": {"levels": 20}})
+        config = build_config(merge(base, {"lottery": {"levels": 20}}, overrides))
         controls = tuple(Control(n, i) for n in ("reinit", "random_prune") for i in range(3))
         notes = ("Full protocol of Frankle & Carbin 2019 (camera-ready): 5 replicates, 15 random "
                  "re-initialisations (3 per replicate), 15 random prunings, 20 levels.",)
         return Recipe(StudyPlan(config, replicates=5, controls=controls), notes)
-    config = build_config({**base, "training": {"train_steps": 1500},
-                           "pruning": {"rate": 0.36, "output_rate": 0.19}, "lottery": {"levels": 7}})
+    quick = {"training": {"train_steps": 1500}, "pruning": {"rate": 0.36, "output_rate": 0.19},
+             "lottery": {"levels": 7}}
+    config = build_config(merge(base, quick, overrides))
     notes = ("QUICK BUDGET, not the paper's protocol: 1,500 training steps per level instead of 50,000; "
              "3 replicates with 1 re-initialisation and 1 random pruning each (paper: 5 replicates, 15 "
              "re-initialisations); pruning 36% per level (output 19%), i.e. two of the paper's 20% levels at a "
@@ -53,15 +54,20 @@ RECIPES = {"lth-lenet": lth_lenet}
 
 
 def reproduce(name: str, *, dataset: str = "fashion_mnist", budget: str = "quick", report_dir: str | Path | None = None,
-              **prepare_kwargs: Any) -> tuple[StudyResult, dict[str, Path]]:
-    """Run recipe `name` (resuming whatever is stored) and write its report; returns (study, report files)."""
+              overrides: dict[str, Any] | None = None, **prepare_kwargs: Any) -> tuple[StudyResult, dict[str, Path]]:
+    """Run recipe `name` (resuming whatever is stored) and write its report; returns (study, report files).
+
+    `overrides` (config sections, as for `build_config`) change the recipe's settings; the report then
+    lists them among its notes, so a changed protocol never passes for the recipe's own."""
     from ..report.html import write_report
 
     if name not in RECIPES:
         raise TicketlabError(f"unknown reproduction {name!r}; choose one of: {', '.join(RECIPES)}")
     if budget not in BUDGETS:
         raise TicketlabError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
-    recipe = RECIPES[name](dataset, budget)
+    recipe = RECIPES[name](dataset, budget, overrides or {})
+    if overrides:
+        recipe = Recipe(recipe.plan, recipe.notes + (f"Settings changed from the recipe: {overrides}",))
     prepare_kwargs.setdefault("root", DEFAULT_ROOT)
     result = run_study(recipe.plan, **prepare_kwargs)
     config_file = result.experiment_dir / "config.json"
