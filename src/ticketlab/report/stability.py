@@ -36,13 +36,9 @@ def path_figure(results: list[dict[str, Any]], out_dir: Path, experiment: str) -
     for i, r in enumerate(results):
         ax.plot(r["alphas"], [100 * e for e in r["test_error"]], color=f"C{i % 10}", lw=1.4,
                 label=f"level {r['level']} ({100 * r['density']:.1f}% left), k={r['step']}, seed {r['seed']}")
-    ax.set_xlabel("interpolation α (0: copy 0, 1: copy 1)")
-    ax.set_ylabel("test error (%)")
-    ax.set_title(f"Error along the linear path between two copies trained from step k\n{experiment}",
-                 fontsize="medium")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
-    return _save(fig, out_dir, "stability_path", experiment)
+    return _finish(fig, ax, "interpolation α (0: copy 0, 1: copy 1)", "test error (%)",
+                   "Error along the linear path between two copies trained from step k", out_dir, "stability_path",
+                   experiment)
 
 
 def barrier_figure(results: list[dict[str, Any]], out_dir: Path, experiment: str) -> Drawn:
@@ -62,10 +58,16 @@ def barrier_figure(results: list[dict[str, Any]], out_dir: Path, experiment: str
     threshold = 100 * results[0]["threshold"]
     ax.axhline(threshold, color="0.3", ls="--", lw=1, label=f"stability threshold ({threshold:g}%)")
     ax.set_xscale("log")
-    ax.set_xlabel("split step k (log scale; k = 0 drawn at 0.5)")
-    ax.set_ylabel("test error barrier (%)")
-    ax.set_title(f"Instability vs the step where the copies split (bars: min to max over seeds)\n{experiment}",
-                 fontsize="medium")
+    return _finish(fig, ax, "split step k (log scale; k = 0 drawn at 0.5)", "test error barrier (%)",
+                   "Instability vs the step where the copies split (bars: min to max over seeds)", out_dir,
+                   "stability_barrier", experiment)
+
+
+def _finish(fig: Figure, ax: Any, xlabel: str, ylabel: str, title: str, out_dir: Path, name: str,
+            experiment: str) -> Drawn:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\n{experiment}", fontsize="medium")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
-    return _save(fig, out_dir, "stability_barrier", experiment)
+    return _save(fig, out_dir, name, experiment)
