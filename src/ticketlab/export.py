@@ -4,16 +4,14 @@ Formats:
   safetensors  one portable file: masks, rewind (init) and trained (final) weights, and JSON metadata
   dense        the trained, masked weights as a plain state_dict (`model.load_state_dict`)
   torch-prune  a .pt state_dict in torch.nn.utils.prune form (`<m>.weight_orig`, `<m>.weight_mask`)
-  sparse       CSR weights for the Linear layers where CSR was measured faster than dense, rebuilt by
-               `load_sparse` into the registry model with `SparseLinear` modules
+  sparse       for inference: an MLP as a compacted SparseMLP (CSR layers where measured faster, activations
+               kept transposed), another model with SparseLinear for the Linear layers where CSR was measured
+               faster; `load_sparse` rebuilds either (see sparse.py)
 """
 
 from __future__ import annotations
 
 import json
-import statistics
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,8 @@ from .data import dataset_info
 from .errors import TicketlabError
 from .masks import Mask
 from .models import build_model
-from .models.init import LAYERS
+from .models.mlp import MLP
+from .sparse import SparseLinear, SparseMLP, choose_layers, load_sparse_mlp, sparse_mlp, sparsify, swap
 from .store import atomic_write, is_done, level_dir, load_weights, read_json
 
 FORMATS = {"safetensors": ".safetensors", "dense": ".dense.safetensors", "torch-prune": ".pt",
@@ -156,105 +155,7 @@ def load_torch_prune(model: nn.Module, path: Path | str) -> nn.Module:
     return model
 
 
-# ---- Sparse inference --------------------------------------------------------------------------------------
-
-
-def _csr(weight: torch.Tensor | None = None, parts: tuple[torch.Tensor, ...] = (), shape: tuple[int, ...] = ()):
-    """A CSR tensor from a dense weight or from (crow, col, values) parts, which it shares memory with.
-    The parts may come from a file: their invariants are checked (once per layer) rather than trusted."""
-    with warnings.catch_warnings():  # torch warns that CSR support is "beta" on first use
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        if weight is not None:
-            return weight.to_sparse_csr()
-        return torch.sparse_csr_tensor(*parts, shape, check_invariants=True)
-
-
-class SparseLinear(nn.Module):
-    """y = (W_csr @ x.T).T + b. The CSR parts are buffers, so state_dict and .to() handle them as usual."""
-
-    def __init__(self, crow_indices: torch.Tensor, col_indices: torch.Tensor, values: torch.Tensor,
-                 bias: torch.Tensor | None, in_features: int):
-        super().__init__()
-        self.in_features, self.out_features = in_features, len(crow_indices) - 1
-        for key, value in (("crow_indices", crow_indices), ("col_indices", col_indices), ("values", values),
-                           ("bias", bias)):
-            self.register_buffer(key, value)
-        self._weight: torch.Tensor | None = None  # the CSR tensor, built once from (and sharing) the buffers
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> SparseLinear:
-        w = _csr(linear.weight.detach())
-        bias = None if linear.bias is None else linear.bias.detach().clone()
-        # int32 indices: half the index bytes, and MKL's native index type (measured ~20% faster at batch 1)
-        crow, col = w.crow_indices().to(torch.int32), w.col_indices().to(torch.int32)
-        return cls(crow, col, w.values(), bias, linear.in_features)
-
-    def _apply(self, fn, recurse=True):  # .to()/.float() replace the buffers: rebuild the CSR tensor
-        self._weight = None
-        return super()._apply(fn, recurse)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._weight is None:
-            parts = (self.crow_indices, self.col_indices, self.values)
-            self._weight = _csr(parts=parts, shape=(self.out_features, self.in_features))
-        flat = x.reshape(-1, self.in_features)
-        y = (self._weight @ flat.T).T
-        y = y if self.bias is None else y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-
-def choose_layers(model: nn.Module, batch_sizes: tuple[int, ...] = (1, 256), target_batch: int = 256,
-                  repeats: int = 7, number: int = 5, force: bool = False) -> dict[str, dict[str, Any]]:
-    """Time each pruned nn.Linear dense and as CSR on random inputs; per layer name: density, the times in
-    microseconds by batch size, and `sparse` = CSR was faster at `target_batch` (always, with `force`).
-    A SparseLinear returns a transposed view: that helps a next CSR layer (its x.T is contiguous) and hurts
-    a dense one (4x measured on LeNet's output layer), so each layer is timed on the layout the previous
-    choice gives it, in registration order (the forward order of the registry's models)."""
-    sizes = sorted({*batch_sizes, target_batch})
-    result, transposed = {}, False
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and not bool((module.weight != 0).all()):
-            timings = _time_pair(module, SparseLinear.from_linear(module), sizes, transposed, repeats, number)
-            wins = timings["sparse_us"][str(target_batch)] < timings["dense_us"][str(target_batch)]
-            result[name] = {"density": float((module.weight != 0).float().mean()), "transposed_input": transposed,
-                            **timings, "sparse": force or wins}
-            transposed = result[name]["sparse"]
-        elif isinstance(module, LAYERS):
-            transposed = False  # a dense layer's output is row-major again
-    return result
-
-
-def _time_pair(dense: nn.Module, sparse: nn.Module, sizes: list[int], transposed: bool, repeats: int,
-               number: int) -> dict[str, dict[str, float]]:
-    """Microseconds per call of both forms on a random batch of each size: the median over `repeats` of the
-    mean of `number` calls. Dense and sparse alternate within each repeat so that another process's load
-    slows both alike instead of deciding the comparison."""
-    out: dict[str, dict[str, float]] = {"dense_us": {}, "sparse_us": {}}
-    with torch.inference_mode():
-        for b in sizes:
-            x = torch.randn(dense.in_features, b).T if transposed else torch.randn(b, dense.in_features)
-            samples: dict[str, list[float]] = {"dense_us": [], "sparse_us": []}
-            for _ in range(repeats + 1):  # the first round warms up and is dropped
-                for key, layer in (("dense_us", dense), ("sparse_us", sparse)):
-                    start = time.perf_counter()
-                    for _ in range(number):
-                        layer(x)
-                    samples[key].append(1e6 * (time.perf_counter() - start) / number)
-            for key, values in samples.items():
-                out[key][str(b)] = statistics.median(values[1:])
-    return out
-
-
-def sparsify(model: nn.Module, layers: list[str]) -> nn.Module:
-    """Replace the named nn.Linear modules of `model` by SparseLinear, in place."""
-    for name in layers:
-        _swap(model, name, SparseLinear.from_linear(model.get_submodule(name)))
-    return model
-
-
-def _swap(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent), child, module)
+# ---- Sparse inference (the modules and kernels are in sparse.py) --------------------------------------------
 
 
 def _export_sparse(ticket: dict[str, Any], path: Path, batch_size: int, force: bool) -> None:
@@ -268,10 +169,17 @@ def _export_sparse(ticket: dict[str, Any], path: Path, batch_size: int, force: b
     except (TicketlabError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0]
         raise TicketlabError(f"sparse export needs a registry model ({meta['model']['name']!r}: {reason})") from None
-    meta["timings"] = choose_layers(model.eval(), target_batch=batch_size, force=force)
-    meta["sparse_layers"] = [name for name, t in meta["timings"].items() if t["sparse"]]
     meta["target_batch"] = batch_size
-    _save_safetensors(path, sparsify(model, meta["sparse_layers"]).state_dict(), meta)
+    if isinstance(model, MLP):  # the whole network as one SparseMLP, compacted
+        linears = [(f"hidden.{i}", m) for i, m in enumerate(model.hidden)] + [("out", model.out)]
+        module, meta["mlp"] = sparse_mlp(linears, target_batch=batch_size, force=force)
+        meta["timings"] = meta["mlp"].pop("timings")
+        meta["compaction"] = meta["mlp"].pop("compaction")
+    else:  # e.g. a conv net: its pruned Linear layers become SparseLinear where measured faster
+        meta["timings"] = choose_layers(model.eval(), target_batch=batch_size, force=force)
+        module = sparsify(model, [name for name, t in meta["timings"].items() if t["sparse"]])
+    meta["sparse_layers"] = [name for name, t in meta["timings"].items() if t["sparse"]]
+    _save_safetensors(path, module.state_dict(), meta)
 
 
 def _build(meta: dict[str, Any]) -> nn.Module:
@@ -280,17 +188,20 @@ def _build(meta: dict[str, Any]) -> nn.Module:
 
 
 def load_sparse(path: Path | str) -> nn.Module:
-    """The registry model of a "sparse" file, with SparseLinear for its sparse layers, in eval mode."""
+    """The model of a "sparse" file, in eval mode: a SparseMLP for an MLP, else the registry model with
+    SparseLinear for its sparse layers. Either takes the data's (batch, ...) inputs and returns logits."""
     tensors, meta = _read_safetensors(path)
     if "sparse_layers" not in meta:
         raise TicketlabError(f"{path} is not a sparse ticket (export it with format 'sparse')")
+    if "mlp" in meta:
+        return load_sparse_mlp(tensors, meta["mlp"])
     model = _build(meta)
     for name in meta["sparse_layers"]:
         parts = {k: tensors.get(f"{name}.{k}") for k in ("crow_indices", "col_indices", "values", "bias")}
-        _swap(model, name, SparseLinear(**parts, in_features=model.get_submodule(name).in_features))
+        swap(model, name, SparseLinear(**parts, in_features=model.get_submodule(name).in_features))
     model.load_state_dict(tensors)  # strict: every tensor of the file is used, every parameter is set
     return model.eval()
 
 
-__all__ = ["FORMATS", "SparseLinear", "choose_layers", "export_ticket", "load_sparse", "load_ticket",
+__all__ = ["FORMATS", "SparseLinear", "SparseMLP", "choose_layers", "export_ticket", "load_sparse", "load_ticket",
            "load_torch_prune", "sparsify"]

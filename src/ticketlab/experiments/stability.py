@@ -57,9 +57,12 @@ def run_stability(rep: Replicate, spec: StabilitySpec) -> dict[str, Any]:
     folder = level_dir(rep.run_dir, spec.level) / f"stability_k{spec.step}"
     if (folder / "stability.json").is_file():
         return read_json(folder / "stability.json")
-    for level in range(spec.level + 1):  # the ticket's mask (finished levels are read back)
-        run_level(rep, level)
-    mask = Mask.load(level_dir(rep.run_dir, spec.level) / "mask.safetensors")
+    if spec.level == 0:  # the dense network: no need to train level 0 itself
+        mask = Mask.ones(rep.model)
+    else:  # the ticket's mask (finished levels are read back)
+        for level in range(spec.level + 1):
+            run_level(rep, level)
+        mask = Mask.load(level_dir(rep.run_dir, spec.level) / "mask.safetensors")
     start = dense_state(rep, spec.step)
     copies = []
     for c in (0, 1):
