@@ -3,7 +3,7 @@
 Settings, after the linear-mode-connectivity paper (LMC) and the LTH paper (LTH):
   lmc:   LeNet-300-100, SGD lr 0.1 without momentum, batch 128, 18,760 steps (open_lth's LeNet recipe)
   lth:   LeNet-300-100, Adam 1.2e-3, batch 60, 50,000 steps (the LTH preset)
-  conv2: Conv-2, Adam 2e-4, batch 60 (the LTH preset), but 2,000 steps: on this CPU a Conv-2 step costs
+  conv2: Conv-2, Adam 2e-4, batch 60 (the LTH preset), but 1,000 steps: on this CPU a Conv-2 step costs
          ~0.17 s, so the preset's 20,000 steps per copy would take an hour
 Two copies train from the state at step k with different data orders; the test-error barrier along the
 straight line between them (--points, 30 by default) says whether that state is stable (< 2%). Evaluation
@@ -11,7 +11,7 @@ during the copies' training is thinned (every 1,000 steps): only their end weigh
 
     nice .venv/bin/python bench/stability.py --setting lmc
     nice .venv/bin/python bench/stability.py --setting lth --steps 0,25,100,500,2000
-    nice .venv/bin/python bench/stability.py --setting conv2 --steps 0,100,500 --points 11
+    nice .venv/bin/python bench/stability.py --setting conv2 --steps 0,100,500 --points 11 --train-eval-size 2000
 Writes bench/results/stability_<setting>.json; the run store is bench/runs/ (reused when rerun).
 """
 
@@ -33,7 +33,7 @@ SETTINGS = {
     "lmc": {"training": {"optimizer": "sgd", "lr": 0.1, "batch_size": 128, "train_steps": 18_760,
                          "eval_every": 1000}},
     "lth": {"training": {"eval_every": 1000}},
-    "conv2": {"model": {"name": "conv2"}, "training": {"eval_every": 1000, "train_steps": 2000}},
+    "conv2": {"model": {"name": "conv2"}, "training": {"eval_every": 1000, "train_steps": 1000}},
 }
 
 
