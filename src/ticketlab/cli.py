@@ -360,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `ticketlab ... | head`: the reader left, nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("ticketlab: interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
         return 130

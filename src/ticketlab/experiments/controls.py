@@ -46,6 +46,10 @@ class Control:
         if self.name == "noise" and not self.scale > 0:
             raise TicketlabError("the noise control needs a scale > 0 (e.g. 0.5, 1, 2, 3)")
 
+    def applies_to(self, level: int) -> bool:
+        """At the dense level 0 a random, shuffled or one-shot mask is the all-ones mask: the ticket itself."""
+        return level > 0 or self.name not in ("random_prune", "shuffle", "oneshot")
+
     @property
     def variant(self) -> str:
         """What a table or figure groups by: the control's name, with its scale for noise."""
@@ -68,8 +72,8 @@ def run_control(rep: Replicate, level: int, control: Control) -> dict[str, Any]:
         return read_json(job / "summary.json")
     if not is_done(ticket):
         raise TicketlabError(f"level {level} of {rep.run_dir} is not finished: run its levels first")
-    if control.name == "oneshot" and level == 0:
-        raise TicketlabError("the oneshot control needs a pruned level (1 or more)")
+    if not control.applies_to(level):
+        raise TicketlabError(f"the {control.name} control needs a pruned level (1 or more)")
     seed = control.seed(rep.config.seed)
     mask, start, wanted = _start(rep, level, control, torch.Generator().manual_seed(seed))
     summary = read_json(ticket / "summary.json")

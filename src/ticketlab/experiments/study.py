@@ -52,7 +52,7 @@ def plan_jobs(plan: StudyPlan, **prepare_kwargs: Any) -> list[Any]:
         config = dataclasses.replace(plan.config, seed=seed)
         jobs += [JobSpec(config, level, None, options) for level in range(levels + 1)]
         jobs += [JobSpec(config, level, c, options) for level in plan.levels_for_controls() for c in plan.controls
-                 if not (c.name == "oneshot" and level == 0)]
+                 if c.applies_to(level)]
     return jobs
 
 
@@ -72,7 +72,7 @@ def run_study(plan: StudyPlan, *, workers: int = 1, **prepare_kwargs: Any) -> St
         prepare_kwargs["data"] = rep.data  # load once
         levels = run_levels(rep).levels
         controls = [run_control(rep, level, c) for level in plan.levels_for_controls() for c in plan.controls
-                    if not (c.name == "oneshot" and level == 0)]
+                    if c.applies_to(level)]
         result.replicates[seed] = {"levels": levels, "controls": controls}
     return result
 
