@@ -32,7 +32,8 @@ def run_job(job: Path, *, model: nn.Module, data: DataSplits, training: Training
     `wanted_counts`: survivors per layer the mask must have; key '*' holds the pooled total of the layers
     not named (global pruning). `info` goes into the summary as it is (level, branch, seeds...).
     """
-    if is_done(job):
+    if is_done(job):  # a run killed between the summary and the checkpoint's removal leaves one behind
+        (job / "checkpoint.pt").unlink(missing_ok=True)
         return read_json(job / "summary.json")
     model.load_state_dict(start)
     with torch.no_grad():
