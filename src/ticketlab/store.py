@@ -84,12 +84,13 @@ def is_done(job_dir: Path) -> bool:
     return (job_dir / "summary.json").is_file()
 
 
-def record_config(config: RunConfig, root: Path | str, provenance: dict[str, Any]) -> Path:
-    """Write the experiment's config.json (once; later runs find it by hash) and return the replicate dir."""
+def record_config(config: RunConfig, root: Path | str, provenance: Callable[[], dict[str, Any]]) -> Path:
+    """Write the experiment's config.json (once; later runs find it by hash) and return the replicate dir.
+    `provenance` (git revision, versions) is only asked for when the file is written."""
     exp = experiment_dir(config, root)
     config_file = exp / "config.json"
     if not config_file.is_file():
         body = config.to_dict()
         body.pop("seed")
-        write_json(config_file, {"hash": config.hash(), "config": body, "provenance": provenance})
+        write_json(config_file, {"hash": config.hash(), "config": body, "provenance": provenance()})
     return replicate_dir(config, root)

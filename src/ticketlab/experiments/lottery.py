@@ -79,7 +79,7 @@ def prepare(config: RunConfig, *, data: DataSplits | None = None, model_fn: Call
     data = (data if data is not None else load_dataset(config.dataset, data_dir, download)).to(dev)
     model = _initial_model(config, data, model_fn).to(dev)
     theta0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    run_dir = record_config(config, root, _provenance())
+    run_dir = record_config(config, root, _provenance)
     return Replicate(config, data, model, theta0, run_dir, layer_kind(model), model_fn, progress, checkpoint_every)
 
 
