@@ -73,3 +73,14 @@ def test_report_shows_stability_and_compares_retraining_modes(tmp_path, syntheti
     assert f"{runs[1].name}: retrain=lr_rewind" in page and f"{runs[0].name}: retrain=rewind" in page
     assert files["accuracy_by_experiment-all.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(files["json"].read_text())
+
+
+def test_report_of_an_experiment_holding_only_a_stability_analysis(tmp_path, synthetic):
+    from ticketlab.report.html import write_report
+
+    rep = prepare(small_config(), data=synthetic, root=tmp_path)
+    result = run_stability(rep, StabilitySpec(step=0, points=3))
+    assert not (rep.run_dir / "level_0" / "summary.json").exists()  # the dense analysis trains no level
+    files = write_report([rep.run_dir.parent], tmp_path / "report")
+    page = files["html"].read_text()
+    assert "Instability analysis" in page and f"{100 * result['test_barrier']:.2f}" in page

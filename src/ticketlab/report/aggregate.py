@@ -39,7 +39,7 @@ def experiment_dirs(paths: list[str | Path]) -> list[tuple[Path, set[int] | None
     return list(out.items())
 
 
-def collect(paths: list[str | Path]) -> list[dict[str, Any]]:
+def collect(paths: list[str | Path], allow_empty: bool = False) -> list[dict[str, Any]]:
     """One row per finished job: experiment, seed, variant, level, index, density, metrics, its folder."""
     rows = []
     for exp, seeds in experiment_dirs(paths):
@@ -54,7 +54,7 @@ def collect(paths: list[str | Path]) -> list[dict[str, Any]]:
                              "index": s.get("control_index", 0), "level": s["level"], "density": s["density"],
                              "layer_density": s["layer_density"], "job_dir": str(summary_file.parent),
                              "checks": s["checks"], **{m: s[m] for m in METRICS}})
-    if not rows:
+    if not rows and not allow_empty:
         raise TicketlabError(f"no finished jobs found in {', '.join(str(p) for p in paths)}")
     return rows
 

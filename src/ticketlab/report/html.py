@@ -84,7 +84,7 @@ def flat_table(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _write_tables(records: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
     with open(out / "table.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(records[0]))
+        w = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["experiment", "variant", "level"])
         w.writeheader()
         for r in records:
             w.writerow({**r, "seeds": " ".join(map(str, r["seeds"])),
@@ -221,7 +221,9 @@ def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "mi
     if spread not in figures.SPREADS:
         raise TicketlabError(f"unknown spread {spread!r}; choose one of: {', '.join(figures.SPREADS)}")
     exp_dirs = {d.name: d for d, _ in experiment_dirs(paths)}
-    rows = collect(paths)
+    rows = collect(paths, allow_empty=True)  # an experiment may hold only stability analyses
+    if not rows and not any(stability.stability_results(d) for d in exp_dirs.values()):
+        raise TicketlabError(f"no finished jobs found in {', '.join(str(p) for p in paths)}")
     table, overlap = aggregate(rows), overlap_table(rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -233,13 +235,15 @@ def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "mi
         blocks += [("note", f"Note ({name}): {n}") for n in _notes(read_json(d / "config.json"))]
     for name, d in exp_dirs.items():
         entries = [e for e in table if e["experiment"] == name]
-        if not entries:
+        stable = _stability_blocks(d, out, files)
+        if not entries and not stable:
             continue
         blocks += [("h2", f"Experiment {name}"), ("p", f"Folder: {d}")] + _config_blocks(d)
-        blocks += _verdict_blocks(entries, spread) + _check_blocks([r for r in rows if r["experiment"] == name])
-        blocks += [("h3", "Figures")] + fig_blocks.get(name, [])
-        blocks += _overlap_blocks([o for o in overlap if o["experiment"] == name], entries)
-        blocks += _stability_blocks(d, out, files)
+        if entries:  # an experiment may hold only stability analyses
+            blocks += _verdict_blocks(entries, spread) + _check_blocks([r for r in rows if r["experiment"] == name])
+            blocks += [("h3", "Figures")] + fig_blocks.get(name, [])
+            blocks += _overlap_blocks([o for o in overlap if o["experiment"] == name], entries)
+        blocks += stable
     compared = compare.accuracy_by_experiment(table, exp_dirs, out, spread)
     if compared is not None:
         files.update({p.name: p for p in compared})
