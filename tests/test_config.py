@@ -4,6 +4,7 @@ import pytest
 
 from ticketlab import TicketlabError, build_config
 from ticketlab.config import parse_steps
+from ticketlab.data import dataset_info
 
 
 def test_presets_follow_the_paper():
@@ -57,3 +58,57 @@ def test_the_readme_toml_example_is_a_valid_config():
     block = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)
     config = build_config(tomllib.loads(block), steps_per_epoch=916)
     assert config.training.milestones == (30_000,) and config.pruning.layer_rates == (("hidden.1.weight", 0.3),)
+
+
+def test_epochs_resolve_from_the_data_set_size_as_the_cli_does():
+    # steps per epoch = (training examples - validation examples) // batch size, as the batches are drawn.
+    assert dataset_info("synthetic").train_size == 3000
+    config = build_config({"dataset": {"name": "synthetic", "val_size": 500},
+                           "training": {"train_steps": "2ep", "batch_size": 32}})
+    assert config.training.train_steps == 2 * (3000 - 500) // 32 == 156
+    # Batch size and val_size as resolved after the preset: conv2's batch 60, the default 5,000 held out.
+    conv2 = build_config({"model": {"name": "conv2"}, "dataset": {"name": "cifar10"},
+                          "training": {"train_steps": "3ep", "milestones": ["1ep", "2ep"], "eval_every": "1ep",
+                                       "warmup_steps": "0ep10it"},
+                          "lottery": {"rewind_step": "1ep10it"}})
+    spe = (50_000 - 5000) // 60
+    assert (conv2.training.train_steps, conv2.training.milestones, conv2.training.eval_every) == \
+        (3 * spe, (spe, 2 * spe), spe)
+    assert (conv2.training.warmup_steps, conv2.lottery.rewind_step) == (10, spe + 10)
+
+
+def test_explicit_steps_per_epoch_wins():
+    overrides = {"dataset": {"name": "synthetic", "val_size": 500}, "training": {"train_steps": "2ep"}}
+    assert build_config(overrides, steps_per_epoch=10).training.train_steps == 20
+    with pytest.raises(TicketlabError, match="steps_per_epoch must be a whole number >= 1"):
+        build_config(overrides, steps_per_epoch=0)
+
+
+def test_epochs_on_a_data_set_of_unknown_size_raise_but_steps_do_not():
+    overrides = {"dataset": {"name": "my_own_data"}, "training": {"train_steps": "2ep"}}
+    with pytest.raises(TicketlabError, match=r"training\.train_steps: '2ep' counts epochs, but the size of dataset "
+                                             r"'my_own_data' is unknown .*pass steps_per_epoch"):
+        build_config(overrides)
+    with pytest.raises(TicketlabError, match="milestones: '1ep' counts epochs"):
+        build_config({"dataset": {"name": "my_own_data"}, "training": {"milestones": ["1ep"]}})
+    assert build_config(overrides, steps_per_epoch=7).training.train_steps == 14
+    assert build_config({"dataset": {"name": "my_own_data"},
+                         "training": {"train_steps": "500it", "eval_every": 50}}).training.train_steps == 500
+
+
+def test_a_model_the_registry_does_not_know_has_no_preset():
+    config = build_config({"model": {"name": "someone_elses_net"}})
+    assert config.model.name == "someone_elses_net"
+    assert (config.training.lr, config.pruning.output_rate) == (1.2e-3, None)  # dataclass defaults
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"dataset": {"name": "synthetic", "val_size": 3000}, "training": {"train_steps": "1ep"}},
+     r"val_size must be in \[0, 3000\)"),
+    ({"dataset": {"name": "synthetic", "val_size": 500}, "training": {"train_steps": "1ep", "batch_size": 0}},
+     "batch_size must be > 0"),
+    ({"model": "conv2"}, r"section \[model\] must be a table"),
+])
+def test_bad_values_behind_epochs_raise_one_clear_error(overrides, message):
+    with pytest.raises(TicketlabError, match=message):
+        build_config(overrides)

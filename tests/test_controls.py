@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from ticketlab import Mask, TicketlabError
-from ticketlab.experiments.controls import Control, run_control
-from ticketlab.experiments.lottery import prepare, run_levels
+from ticketlab.experiments.controls import Control
 from ticketlab.experiments.study import StudyPlan, parse_controls, run_study
 from ticketlab.store import load_weights
 from conftest import small_config
@@ -13,17 +12,24 @@ from conftest import small_config
 CONFIG = small_config(model={"name": "mlp_64_32"}, lottery={"levels": 2})
 
 
+class Run:
+    """A finished lottery run whose controls are trained on demand (the store reuses its levels)."""
+
+    def __init__(self, config, data, root):
+        self.config, self.data, self.root = config, data, root
+        self.run_dir = run_study(StudyPlan(config), data=data, root=root).replicates[config.seed]["run_dir"]
+        self.theta0 = load_weights(self.run_dir / "level_0" / "init.safetensors")
+
+
 @pytest.fixture(scope="module")
 def rep(tmp_path_factory, synthetic):
-    r = prepare(CONFIG, data=synthetic, root=tmp_path_factory.mktemp("runs"))
-    run_levels(r)
-    return r
+    return Run(CONFIG, synthetic, tmp_path_factory.mktemp("runs"))
 
 
 def load(rep, level, control=None):
-    job = rep.run_dir / f"level_{level}" / (control.folder if control else "")
+    job = rep.run_dir / f"level_{level}" / (f"control_{control.variant}_{control.index}" if control else "")
     if control:
-        run_control(rep, level, control)
+        run_study(StudyPlan(rep.config, controls=(control,), control_levels=(level,)), data=rep.data, root=rep.root)
     return Mask.load(job / "mask.safetensors"), load_weights(job / "init.safetensors")
 
 
@@ -61,8 +67,7 @@ def test_random_prune_and_shuffle_keep_per_layer_counts(rep):
 def test_random_prune_of_a_global_run_keeps_the_total(tmp_path, synthetic):
     config = small_config(model={"name": "mlp_64_32"}, pruning={"strategy": "global", "rate": 0.5},
                           lottery={"levels": 1})
-    r = prepare(config, data=synthetic, root=tmp_path)
-    run_levels(r)
+    r = Run(config, synthetic, tmp_path)
     mask, _ = load(r, 1)
     cmask, _ = load(r, 1, Control("random_prune"))
     assert sum(cmask.counts().values()) == sum(mask.counts().values())
@@ -88,8 +93,15 @@ def test_oneshot_prunes_the_dense_weights_straight_to_the_level_density(rep):
     kept = dense_final.abs()[cmask["hidden.0.weight"]]
     dropped = dense_final.abs()[~cmask["hidden.0.weight"]]
     assert kept.min() >= dropped.max()
-    with pytest.raises(TicketlabError):
-        run_control(rep, 0, Control("oneshot"))
+    assert not Control("oneshot").applies_to(0)
+    level0 = run_study(StudyPlan(rep.config, controls=(Control("oneshot"),), control_levels=(0,)), data=rep.data,
+                       root=rep.root).replicates[0]
+    assert level0["controls"] == []  # a one-shot mask at level 0 is the ticket itself: not planned
+
+
+def test_oneshot_is_one_job_whatever_the_draws():
+    controls = parse_controls("oneshot,reinit", reps=3)
+    assert [c.name for c in controls].count("oneshot") == 1 and [c.name for c in controls].count("reinit") == 3
 
 
 def test_controls_are_seeded_and_each_draw_differs(tmp_path, synthetic):

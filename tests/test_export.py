@@ -49,7 +49,7 @@ def test_safetensors_ticket_round_trips(run, tmp_path):
         assert ticket[part].keys() == stored[part].keys()
         assert all(torch.equal(ticket[part][k], v) for k, v in stored[part].items())
     meta = ticket["metadata"]
-    assert meta["seed"] == 0 and meta["level"] == LEVEL and meta["experiment_hash"] == config.hash()
+    assert meta["seed"] == 0 and meta["level"] == LEVEL and meta["experiment_hash"] == run_dir.parent.name.removeprefix("lottery_")
     assert meta["density"] == pytest.approx(stored["mask"].density()) and meta["density"] < 0.6
     assert meta["layer_density"] == pytest.approx(stored["mask"].layer_density())
     assert meta["config"]["model"]["name"] == "mlp_64_32" and "torch" in meta["provenance"]

@@ -4,10 +4,19 @@ import pytest
 import torch
 
 from ticketlab import Mask
-from ticketlab.experiments.lottery import prepare
-from ticketlab.experiments.stability import StabilitySpec, barrier, interpolate, recompute_batchnorm, run_stability
+from ticketlab.experiments.stability import StabilitySpec, barrier, interpolate, recompute_batchnorm
+from ticketlab.experiments.study import StudyPlan, run_study
+from ticketlab.models import build_model
+from ticketlab.seeds import streams
 from ticketlab.store import load_weights
 from conftest import small_config
+
+
+def analyse(root, data, *specs, config=None, **kw):
+    """Run the analyses (and the levels they need); returns (the replicate's folder, its results)."""
+    config = config or small_config(lottery={"levels": 0})
+    rep = run_study(StudyPlan(config, stability=specs), data=data, root=root, **kw).replicates[config.seed]
+    return rep["run_dir"], rep["stability"]
 
 
 def test_barrier_formula_on_a_hand_made_path():
@@ -17,21 +26,22 @@ def test_barrier_formula_on_a_hand_made_path():
 
 
 def test_identical_ends_have_zero_barrier(tmp_path, synthetic):
-    rep = prepare(small_config(), data=synthetic, root=tmp_path)
-    path = interpolate(rep.model, rep.theta0, rep.theta0, rep, StabilitySpec(step=0, points=7))
+    model = build_model(small_config().model, synthetic.input_shape, 10, 0)
+    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    path = interpolate(model, theta0, theta0, synthetic, StabilitySpec(step=0, points=7))
     assert len(path["alphas"]) == 7 and path["alphas"][0] == 0 and path["alphas"][-1] == 1
     assert path["test_barrier"] == 0 and path["train_barrier"] == 0
     assert len(set(path["test_error"])) == 1
 
 
 def test_copies_split_at_step_k_and_the_path_respects_the_mask(tmp_path, synthetic):
-    rep = prepare(small_config(lottery={"levels": 1}), data=synthetic, root=tmp_path)
-    result = run_stability(rep, StabilitySpec(step=50, level=1, points=5))
-    folder = rep.run_dir / "level_1" / "stability_k50"
-    mask = Mask.load(rep.run_dir / "level_1" / "mask.safetensors")
+    spec = StabilitySpec(step=50, level=1, points=5)
+    run_dir, (result,) = analyse(tmp_path, synthetic, spec)
+    folder = run_dir / "level_1" / "stability_k50"
+    mask = Mask.load(run_dir / "level_1" / "mask.safetensors")
     a, b = (load_weights(folder / f"copy_{c}" / "final.safetensors") for c in (0, 1))
     init = load_weights(folder / "copy_0" / "init.safetensors")
-    dense_k = load_weights(rep.run_dir / "dense_k50" / "final.safetensors")
+    dense_k = load_weights(run_dir / "level_0" / ".." / "prefix_k50" / "final.safetensors")
     w = "hidden.0.weight"
     assert torch.equal(init[w], dense_k[w] * mask[w])  # the dense state at k, masked by the ticket
     assert not torch.equal(a[w], b[w])  # different data orders
@@ -41,8 +51,22 @@ def test_copies_split_at_step_k_and_the_path_respects_the_mask(tmp_path, synthet
     assert result["test_error"][0] == pytest.approx(1 - result["copy_final_test_accuracy"][0], abs=1e-9)
     # reused, not retrained
     calls = []
-    rep.progress = lambda *a: calls.append(a)
-    assert run_stability(rep, StabilitySpec(step=50, level=1, points=5)) == result and calls == []
+    _, again = analyse(tmp_path, synthetic, spec, progress=lambda *a: calls.append(a))
+    assert again == [result] and calls == []
+
+
+def test_other_analysis_settings_give_a_new_result_beside_the_old_one(tmp_path, synthetic):
+    first = StabilitySpec(step=0, points=5)
+    run_dir, (old,) = analyse(tmp_path, synthetic, first)
+    calls = []
+    other = StabilitySpec(step=0, points=3, threshold=0.5, train_eval_size=100)
+    _, (new,) = analyse(tmp_path, synthetic, other, progress=lambda *a: calls.append(a))
+    assert calls == []  # the copies are reused: only the analysis is new
+    assert len(new["alphas"]) == 3 and new["threshold"] == 0.5 and new["train_eval_size"] == 100
+    analyses = sorted((run_dir / "level_0" / "stability_k0").glob("analysis_*/stability.json"))
+    assert len(analyses) == 2  # both kept
+    _, (again,) = analyse(tmp_path, synthetic, first)
+    assert again == old
 
 
 def test_batchnorm_statistics_are_recomputed():
@@ -65,8 +89,8 @@ def test_report_shows_stability_and_compares_retraining_modes(tmp_path, syntheti
     for mode in ("rewind", "lr_rewind"):
         config = small_config(lottery={"levels": 1, "retrain": mode})
         runs.append(run_lottery(config, data=synthetic, root=tmp_path).run_dir.parent)
-    rep = prepare(small_config(lottery={"levels": 1}), data=synthetic, root=tmp_path)
-    result = run_stability(rep, StabilitySpec(step=0, level=1, points=4))
+    _, (result,) = analyse(tmp_path, synthetic, StabilitySpec(step=0, level=1, points=4),
+                           config=small_config(lottery={"levels": 1}))
     files = write_report(runs, tmp_path / "report")
     page = files["html"].read_text()
     assert "Instability analysis" in page and f"{100 * result['test_barrier']:.2f}" in page
@@ -78,9 +102,8 @@ def test_report_shows_stability_and_compares_retraining_modes(tmp_path, syntheti
 def test_report_of_an_experiment_holding_only_a_stability_analysis(tmp_path, synthetic):
     from ticketlab.report.html import write_report
 
-    rep = prepare(small_config(), data=synthetic, root=tmp_path)
-    result = run_stability(rep, StabilitySpec(step=0, points=3))
-    assert not (rep.run_dir / "level_0" / "summary.json").exists()  # the dense analysis trains no level
-    files = write_report([rep.run_dir.parent], tmp_path / "report")
+    run_dir, (result,) = analyse(tmp_path, synthetic, StabilitySpec(step=0, points=3))
+    assert not (run_dir / "level_0" / "summary.json").exists()  # the dense analysis trains no level
+    files = write_report([run_dir.parent], tmp_path / "report")
     page = files["html"].read_text()
     assert "Instability analysis" in page and f"{100 * result['test_barrier']:.2f}" in page

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, build_config, load_toml, merge
+from .config import RunConfig, load_toml, merge
+from .configure import build_config
 from .errors import TicketlabError
 
 # flag -> (section, key); a flag left unset leaves the preset/config file value alone.
@@ -36,7 +38,8 @@ def _add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-download", action="store_true", help="never download missing data")
     p.add_argument("--out", default=None, help="run store root (default ./runs or $TICKETLAB_RUNS)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
-    p.add_argument("--threads", type=int, help="torch threads for this process")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1). Results are "
+                   "stored per thread count: other counts change their last bits")
     p.add_argument("--workers", default="auto", help="parallel worker processes for independent jobs "
                    "(replicates, controls); auto: one per core when there are such jobs, else 1")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between resumable checkpoints")
@@ -49,7 +52,8 @@ def _add_run_flags(p: argparse.ArgumentParser, lottery: bool) -> None:
     p.add_argument("--dataset", help="fashion_mnist (default), mnist, cifar10, synthetic")
     p.add_argument("--config", metavar="FILE", help="TOML file with [dataset] [model] [training] [pruning] "
                    "[lottery] tables; flags override it")
-    p.add_argument("--seed", type=int, help="replicate seed: initialisation and data order (default 0)")
+    p.add_argument("--seed", type=int, help="replicate seed: initial weights, data order and every draw derive "
+                   "from it (default 0)")
     p.add_argument("--train-steps", help="steps per level: 50000, 50000it, 20ep, 1ep10it (default: model preset)")
     p.add_argument("--eval-every", help="steps between evaluations on validation and test (default 100)")
     p.add_argument("--test-every", help="steps between test evaluations (default: every evaluation); the "
@@ -75,7 +79,8 @@ def _add_run_flags(p: argparse.ArgumentParser, lottery: bool) -> None:
         p.add_argument("--conv-rate", type=float, help="rate for conv layers (layer-wise)")
         p.add_argument("--controls", help="comma list of reinit, sign_reinit, random_prune, shuffle, noise, "
                        "oneshot: branches of each level trained like the ticket")
-        p.add_argument("--control-reps", type=int, default=1, help="draws of each control per replicate")
+        p.add_argument("--control-reps", type=int, default=1, help="draws of each random control per replicate "
+                       "(oneshot is deterministic: always one)")
         p.add_argument("--noise-scales", help="noise control scales x layer init std (default 0.5,1,2,3)")
         p.add_argument("--control-levels", help="levels to branch controls from: all (default) or e.g. 1-3,5")
     p.add_argument("--replicates", type=int, default=1, help="seeds seed, seed+1, ... (default 1)")
@@ -86,7 +91,12 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ticketlab", description="Find, check and study lottery tickets.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_flags(sub.add_parser("lottery", help="iterative magnitude pruning with rewinding"), lottery=True)
-    _add_run_flags(sub.add_parser("train", help="train one dense network"), lottery=False)
+    tr = sub.add_parser("train", help="train one dense network, or a ticket file's subnetwork (--ticket)")
+    _add_run_flags(tr, lottery=False)
+    tr.add_argument("--ticket", metavar="FILE", help="train this ticket (export --format safetensors) under the "
+                    "recipe given here")
+    tr.add_argument("--ticket-start", choices=["stored", "own"], default="stored", help="stored: the file's "
+                    "weights at its start step (default); own: this model's initial weights at step 0")
     st = sub.add_parser("stability", help="instability analysis: error barrier between two copies trained "
                         "from the state at step k with different data orders")
     _add_run_flags(st, lottery=True)
@@ -122,8 +132,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace, kind: str) -> RunConfig:
-    from .data import dataset_info
-
     layers: dict[str, Any] = load_toml(args.config) if args.config else {}
     flags: dict[str, Any] = {"kind": kind}
     if args.seed is not None:
@@ -132,22 +140,7 @@ def config_from_args(args: argparse.Namespace, kind: str) -> RunConfig:
         value = getattr(args, flag, None)
         if value is not None:
             flags.setdefault(section, {})[key] = value
-    merged = merge(layers, flags)
-    return build_config(merged, steps_per_epoch=_steps_per_epoch(merged, dataset_info))
-
-
-def _steps_per_epoch(merged: dict[str, Any], dataset_info: Any) -> int | None:
-    """Epoch-denominated durations ('2ep') need the training set and batch sizes; None if unknowable yet."""
-    from .config import DatasetHparams, preset_for
-
-    ds = merged.get("dataset", {})
-    model = merged.get("model", {}).get("name", "lenet_300_100")
-    training = merge(preset_for(str(model)), merged).get("training", {})
-    try:
-        n = dataset_info(ds.get("name", DatasetHparams.name)).train_size - int(ds.get("val_size", 5000))
-        return max(1, n // int(training.get("batch_size", 60)))
-    except (TicketlabError, TypeError, ValueError):
-        return None
+    return build_config(merge(layers, flags))
 
 
 def _progress(quiet: bool):  # noqa: ANN202
@@ -221,20 +214,17 @@ def _workers(value: str, parallel_work: bool) -> int:
     return int(value)
 
 
-def _prepare_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """run_study's keyword arguments from the common flags."""
     from .store import DEFAULT_ROOT
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     return {"root": args.out or DEFAULT_ROOT, "data_dir": args.data_dir, "device": args.device,
-            "progress": _progress(args.quiet or args.json), "download": not args.no_download,
-            "checkpoint_every": args.checkpoint_every}
+            "threads": args.threads, "progress": _progress(args.quiet or args.json),
+            "download": not args.no_download, "checkpoint_every": args.checkpoint_every}
 
 
 def run(args: argparse.Namespace) -> int:
-    from .experiments.study import StudyPlan, parse_controls, run_study
+    from .experiments.study import StudyPlan, parse_controls, run_study, train_ticket
     from .report.aggregate import aggregate, collect
 
     config = config_from_args(args, args.command)
@@ -249,30 +239,38 @@ def run(args: argparse.Namespace) -> int:
         controls = parse_controls(args.controls, args.control_reps, scales)
     plan = StudyPlan(config, replicates=args.replicates, controls=controls,
                      control_levels=_levels(getattr(args, "control_levels", None)))
-    result = run_study(plan, workers=_workers(args.workers, plan.replicates > 1 or bool(plan.controls)),
-                       **_prepare_kwargs(args))
+    workers = _workers(args.workers, plan.replicates > 1 or bool(plan.controls))
+    if getattr(args, "ticket", None):
+        result = train_ticket(config, args.ticket, replicates=args.replicates, start=args.ticket_start,
+                              workers=workers, **_run_options(args))
+    else:
+        result = run_study(plan, workers=workers, **_run_options(args))
     first = result.replicates[plan.seeds[0]]
-    run_dir = result.experiment_dir / f"seed_{plan.seeds[0]}"
+    run_dir = first["run_dir"]
     keys = ("level", "density", "layer_density", "early_stop_step", "early_stop_test_accuracy", "final_test_accuracy")
     simple = plan.replicates == 1 and not plan.controls
-    table = None if simple else aggregate(collect([result.experiment_dir / f"seed_{s}" for s in plan.seeds]))
+    table = None if simple else aggregate(collect([r["run_dir"] for r in result.replicates.values()]))
     if args.json:
         out: dict[str, Any] = {"run_dir": str(run_dir), "levels": [{k: s[k] for k in keys} for s in first["levels"]]}
         if not simple:
             out |= {"experiment_dir": str(result.experiment_dir), "table": table,
-                    "replicates": [{"seed": seed, "run_dir": str(result.experiment_dir / f"seed_{seed}"), **r}
-                                   for seed, r in result.replicates.items()]}
+                    "replicates": [{"seed": seed, "run_dir": str(r["run_dir"]), "levels": r["levels"],
+                                    "controls": r["controls"]} for seed, r in result.replicates.items()]}
         print(json.dumps(out))
     else:
         print(_level_table(first["levels"]) if simple else _study_table(table))
         print(f"run folder: {run_dir if simple else result.experiment_dir}")
-    for seed, r in result.replicates.items():
+    _warn_checks(result.replicates)
+    return 0
+
+
+def _warn_checks(replicates: dict[int, dict[str, Any]]) -> None:
+    for seed, r in replicates.items():
         for s in r["levels"] + r["controls"]:
             if s["checks"]["collapsed_layers"] or not s["checks"]["counts_as_requested"]:
                 print(f"warning: seed {seed} level {s['level']} {s.get('variant', 'ticket')}: "
                       f"collapsed layers {s['checks']['collapsed_layers']}, counts as requested: "
                       f"{s['checks']['counts_as_requested']}", file=sys.stderr)
-    return 0
 
 
 def report(args: argparse.Namespace) -> int:
@@ -292,10 +290,8 @@ def report(args: argparse.Namespace) -> int:
 
 
 def stability(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from .experiments.lottery import prepare
-    from .experiments.stability import StabilitySpec, run_stability
+    from .experiments.stability import StabilitySpec
+    from .experiments.study import StudyPlan, run_study
 
     levels = _levels(args.at_levels) or (0,)
     try:
@@ -303,19 +299,15 @@ def stability(args: argparse.Namespace) -> int:
     except ValueError:
         raise TicketlabError(f"--steps: cannot read {args.steps!r} (e.g. 0,25,100,500,2000)") from None
     config = config_from_args(args, "lottery")
-    if max(levels) > config.lottery.levels:  # the levels are part of the run's identity: say them
-        raise TicketlabError(f"--at-levels asks for level {max(levels)} but the run has --levels "
-                             f"{config.lottery.levels}; pass --levels {max(levels)} (or more)")
-    results = []
-    for r in range(args.replicates):
-        rep = prepare(dataclasses.replace(config, seed=config.seed + r), **_prepare_kwargs(args))
-        for level in levels:
-            for k in steps:
-                spec = StabilitySpec(step=k, level=level, points=args.points, threshold=args.threshold,
-                                     train_eval_size=args.train_eval_size, recompute_bn=not args.no_bn_recompute)
-                results.append({"seed": rep.config.seed, **run_stability(rep, spec)})
+    specs = tuple(StabilitySpec(step=k, level=level, points=args.points, threshold=args.threshold,
+                                train_eval_size=args.train_eval_size, recompute_bn=not args.no_bn_recompute)
+                  for level in levels for k in steps)
+    plan = StudyPlan(dataclasses.replace(config, lottery=dataclasses.replace(config.lottery, levels=0)),
+                     replicates=args.replicates, stability=specs)
+    result = run_study(plan, workers=_workers(args.workers, True), **_run_options(args))
+    results = [r for rep in result.replicates.values() for r in rep["stability"]]
     if args.json:
-        print(json.dumps({"experiment_dir": str(rep.run_dir.parent), "results": results}))
+        print(json.dumps({"experiment_dir": str(result.experiment_dir), "results": results}))
         return 0
     rows = [("seed", "level", "% weights left", "k", "test barrier %", "train barrier %", "stable",
              "copies' final test acc %")]
@@ -323,7 +315,7 @@ def stability(args: argparse.Namespace) -> int:
               _pct(r["train_barrier"]), "yes" if r["stable"] else "no",
               ", ".join(_pct(a) for a in r["copy_final_test_accuracy"])) for r in results]
     print(_align(rows))
-    print(f"run folder: {rep.run_dir.parent}")
+    print(f"run folder: {result.experiment_dir}")
     return 0
 
 
@@ -346,7 +338,7 @@ def reproduce(args: argparse.Namespace) -> int:
     from .experiments.reproduce import reproduce as run_recipe
 
     _, files = run_recipe(args.recipe, dataset=args.dataset, budget=args.budget, report_dir=args.report_dir,
-                          workers=_workers(args.workers, True), **_prepare_kwargs(args))
+                          workers=_workers(args.workers, True), **_run_options(args))
     for kind, path in files.items():
         print(f"{kind}: {path}")
     return 0

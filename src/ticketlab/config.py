@@ -1,7 +1,10 @@
-"""Typed hyper-parameters, per-model paper presets, TOML input and the canonical hash that names a run.
+"""Typed hyper-parameters, TOML input, durations, validation and the canonical hash that names a run.
 
 A run's configuration is built in layers, each overriding the one before:
 dataclass defaults <- the model's paper preset <- a TOML file <- command-line flags.
+`ticketlab.configure.build_config` stacks them (presets live in the model registry, data set sizes in
+the data registry); this module turns the merged layers into a validated RunConfig and never imports
+those registries.
 Its hash covers only the fields that differ from the dataclass defaults, so a field added later with a
 "no change" default leaves every earlier hash, and so every stored run, findable.
 """
@@ -15,7 +18,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Callable, get_args, get_origin, get_type_hints
 
 from .errors import TicketlabError
 
@@ -116,41 +119,16 @@ def canonical_string(config: RunConfig) -> str:
     return ";".join(sorted(parts))
 
 
-# ---- Paper presets (../shared/REFERENCE.md section 1.1) ----------------------------------------------------
-
-_LENET = {"training": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "train_steps": 50_000},
-          "pruning": {"strategy": "layerwise", "rate": 0.2, "output_rate": 0.1}}
-
-
-def _conv(lr: float, steps: int, conv_rate: float) -> dict[str, dict[str, Any]]:
-    return {"training": {"optimizer": "adam", "lr": lr, "batch_size": 60, "train_steps": steps},
-            "pruning": {"strategy": "layerwise", "rate": 0.2, "conv_rate": conv_rate, "output_rate": 0.1}}
-
-
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "lenet_300_100": _LENET,
-    "mlp": _LENET,  # any mlp_<w1>_<w2>_..: LeNet's recipe
-    "conv2": _conv(2e-4, 20_000, 0.1),
-    "conv4": _conv(3e-4, 25_000, 0.1),
-    "conv6": _conv(3e-4, 30_000, 0.15),
-}
-
-
-def preset_for(model_name: str) -> dict[str, dict[str, Any]]:
-    if model_name in PRESETS:
-        return PRESETS[model_name]
-    if model_name.startswith("mlp_"):
-        return PRESETS["mlp"]
-    return {}
-
-
 # ---- Durations -------------------------------------------------------------------------------------------
 
 _STEP_RE = re.compile(r"^\s*(?:(\d+)\s*ep)?\s*(?:(\d+)\s*(?:it)?)?\s*$")
 
 
-def parse_steps(value: Any, steps_per_epoch: int, name: str) -> int:
-    """'500' | '500it' | '2ep' | '1ep10it' -> a whole number of optimizer steps."""
+def parse_steps(value: Any, steps_per_epoch: int | Callable[[], int], name: str) -> int:
+    """'500' | '500it' | '2ep' | '1ep10it' -> a whole number of optimizer steps.
+
+    `steps_per_epoch` may be a function, called only when `value` counts epochs (it may raise when the
+    number is unknowable)."""
     if isinstance(value, bool):
         raise TicketlabError(f"{name}: expected a number of steps, got {value!r}")
     if isinstance(value, int):
@@ -159,7 +137,14 @@ def parse_steps(value: Any, steps_per_epoch: int, name: str) -> int:
         m = _STEP_RE.match(str(value))
         if not m or (m.group(1) is None and m.group(2) is None):
             raise TicketlabError(f"{name}: cannot read {value!r} as steps (use e.g. 500, 500it, 2ep, 1ep10it)")
-        steps = int(m.group(1) or 0) * steps_per_epoch + int(m.group(2) or 0)
+        epochs, steps = int(m.group(1) or 0), int(m.group(2) or 0)
+        if epochs and callable(steps_per_epoch):
+            try:
+                steps_per_epoch = steps_per_epoch()
+            except TicketlabError as e:
+                raise TicketlabError(f"{name}: {value!r} counts epochs, but {e}") from None
+        if epochs:
+            steps += epochs * steps_per_epoch
     if steps < 0:
         raise TicketlabError(f"{name}: must not be negative, got {value!r}")
     return steps
@@ -190,23 +175,27 @@ def merge(*layers: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None) -> RunConfig:
-    """Defaults <- model preset <- `overrides` (TOML and flags already merged). Validates every value."""
-    unknown = set(overrides) - set(SECTIONS) - {"kind", "seed"}
-    if unknown:
-        raise TicketlabError(f"unknown config key(s): {', '.join(sorted(unknown))} "
-                             f"(expected seed, kind or sections {', '.join(SECTIONS)})")
-    model_name = overrides.get("model", {}).get("name", ModelHparams.name)
-    layers = merge(preset_for(str(model_name)), overrides)
-    spe = steps_per_epoch or 1
-    sections = {name: _build_section(cls, layers.get(name, {}), name, spe) for name, cls in SECTIONS.items()}
+def config_from_layers(layers: dict[str, Any], steps_per_epoch: int | Callable[[], int]) -> RunConfig:
+    """Merged layers (defaults are implied) -> a validated RunConfig. `steps_per_epoch` converts epoch
+    durations; a function is called only if some duration counts epochs. Presets are the caller's
+    business: see `ticketlab.configure.build_config`."""
+    check_top_level(layers)
+    sections = {name: _build_section(cls, layers.get(name, {}), name, steps_per_epoch)
+                for name, cls in SECTIONS.items()}
     config = RunConfig(kind=str(layers.get("kind", "lottery")), seed=_coerce(layers.get("seed", 0), int, "seed"),
                        **sections)
     validate(config)
     return config
 
 
-def _build_section(cls: type, values: Any, section: str, steps_per_epoch: int) -> Any:
+def check_top_level(layers: dict[str, Any]) -> None:
+    unknown = set(layers) - set(SECTIONS) - {"kind", "seed"}
+    if unknown:
+        raise TicketlabError(f"unknown config key(s): {', '.join(sorted(unknown))} "
+                             f"(expected seed, kind or sections {', '.join(SECTIONS)})")
+
+
+def _build_section(cls: type, values: Any, section: str, steps_per_epoch: int | Callable[[], int]) -> Any:
     if not isinstance(values, dict):
         raise TicketlabError(f"config section [{section}] must be a table, got {values!r}")
     hints = get_type_hints(cls)

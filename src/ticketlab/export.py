@@ -76,10 +76,12 @@ def _read_level(run_dir: Path, level: int) -> dict[str, Any]:
     if not experiment_file.is_file():
         raise TicketlabError(f"{run_dir} is not a seed folder of a run store: {experiment_file} is missing")
     experiment, mask = read_json(experiment_file), Mask.load(job / "mask.safetensors")
+    summary = read_json(job / "summary.json")
     seed = run_dir.name.removeprefix("seed_")
     metadata = {"experiment_hash": experiment["hash"], "config": experiment["config"],
                 "provenance": experiment.get("provenance"), "seed": int(seed) if seed.isdigit() else None,
-                "level": level, "density": mask.density(), "layer_density": mask.layer_density()}
+                "level": level, "start_step": summary["start_step"], "density": mask.density(),
+                "layer_density": mask.layer_density()}
     return {"mask": mask.tensors, "init": load_weights(job / "init.safetensors"),
             "final": load_weights(job / "final.safetensors"), "metadata": metadata}
 

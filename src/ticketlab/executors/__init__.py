@@ -1,6 +1,8 @@
-"""Executors: how a list of jobs is run. Same jobs, same run store, whichever executor runs them."""
+"""Executors: how a list of jobs is run. Same jobs, same run store, whichever executor runs them.
 
-from .jobs import JobSpec, RunOptions, execute, options_from
-from .local import LocalExecutor, SerialExecutor
+Executors know jobs only as data (ticketlab.jobs): they order them by their dependencies and call
+`execute`; they never import an experiment module."""
 
-__all__ = ["JobSpec", "RunOptions", "execute", "options_from", "LocalExecutor", "SerialExecutor"]
+from .local import LocalExecutor, SerialExecutor, ready_order
+
+__all__ = ["LocalExecutor", "SerialExecutor", "ready_order"]

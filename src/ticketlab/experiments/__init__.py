@@ -1,0 +1,6 @@
+"""Experiment kinds: each module registers the job kinds it computes and plans their jobs.
+
+Importing this package registers every kind (ticketlab's own __init__ does), so any process that runs
+jobs, a spawned worker included, finds them by name."""
+
+from . import controls, lottery, stability, tickets  # noqa: F401  (registration)

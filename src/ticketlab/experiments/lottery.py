@@ -1,142 +1,120 @@
-"""Iterative magnitude pruning with rewinding: train -> prune -> rewind -> retrain, for `levels` rounds.
+"""Iterative magnitude pruning with rewinding: train -> prune -> rewind -> retrain, level after level.
 
-Level 0 trains the dense network from theta_0 and keeps the weights it has at the rewind step k. Level L
-prunes level L-1's final weights to the level's density, sets the survivors to their values at step k
-(k = 0: the LTH's reset to initialisation) and trains from step k to the end, with the schedule and data
-order of the dense run from step k on. The rewind point holds weights only: the optimizer starts afresh.
+Job kinds:
+  dense   level 0: the dense network trained from theta_0 (shared by every experiment on the same recipe)
+  prefix  the dense run stopped at step k: theta_k, the state late rewinding returns to
+  level   level L: level L-1's final weights pruned (trained magnitude) to the ladder's density, the
+          survivors set to their values at step k (k = 0: the LTH's reset to initialisation) and trained
+          from step k to the end, with the schedule and data order of the dense run from step k on. The
+          rewind point holds weights only: the optimizer starts afresh.
 
-Each level is a job in the run store: finished levels are read back, an interrupted one resumes from its
-checkpoint, and every level checks its own result (pruned weights and their optimizer state exactly 0,
-per-layer counts as requested, no collapsed layer).
+Level L's folder depends on the dense run, the pruning and the retraining settings, never on how many levels
+were asked for: `--levels 4` after `--levels 2` trains levels 3 and 4 only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import platform
-import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from torch import nn
 
-from ..config import RunConfig, TrainingHparams
-from ..data import DataSplits, load_dataset
-from ..errors import TicketlabError
-from ..masks import Mask, layer_kind, prunable
-from ..models import build_model
-from ..pruning import magnitude_prune, target_counts
-from ..store import DEFAULT_ROOT, is_done, level_dir, load_weights, read_json, record_config, save_weights
+from .. import store
+from ..config import TrainingHparams
+from ..jobs import Job, Runtime, register_kind
+from ..masks import Mask
+from ..pruning import budget_for, ladder_density, layers_of, prune
+from ..seeds import derive_seed
 from ..training.optim import lr_at
-from .job import Progress, run_job
+from .job import run_training
+from .plan import Replicate
 
 
-@dataclass
-class Replicate:
-    """One seed of an experiment, ready to train: its data, model, initial weights and folder."""
-
-    config: RunConfig
-    data: DataSplits
-    model: nn.Module  # reused by every job of the replicate; each job loads its own start weights
-    theta0: dict[str, torch.Tensor]
-    run_dir: Path
-    kinds: dict[str, str]  # 'conv' | 'linear' per prunable weight
-    model_fn: Callable[[], nn.Module] | None
-    progress: Progress | None
-    checkpoint_every: int
-
-    def fresh_weights(self, seed: int) -> dict[str, torch.Tensor]:
-        """A new draw from the same initial distribution (random re-initialisation)."""
-        model = _initial_model(dataclasses.replace(self.config, seed=seed), self.data, self.model_fn)
-        return {k: v.to(self.data.train_x.device) for k, v in model.state_dict().items()}
-
-    def rewind_state(self) -> dict[str, torch.Tensor]:
-        """theta_k: what every level's survivors are set to before retraining."""
-        if self.config.lottery.rewind_step == 0:
-            return self.theta0
-        path = self.run_dir / "rewind.safetensors"
-        if not path.is_file():
-            raise TicketlabError(f"{path} is missing: level 0 of this run did not keep its rewind point; "
-                                 f"delete {self.run_dir} and rerun")
-        return {k: v.to(self.data.train_x.device) for k, v in load_weights(path).items()}
+def level_jobs(rep: Replicate, levels: int) -> list[Job]:
+    """The dense run and levels 1..`levels` of one replicate (with theta_k's prefix run where it is used)."""
+    jobs = [Job("dense", rep.level(0), {"rep": rep}, label=f"seed {rep.seed} level 0")]
+    if levels and rep.rewind() and rep.config.lottery.retrain == "rewind":
+        jobs.append(prefix_job(rep, rep.config.lottery.rewind_step))
+    for level in range(1, levels + 1):
+        deps = (rep.level(level - 1),) + ((rep.rewind(),) if rep.rewind() else ())
+        jobs.append(Job("level", rep.level(level), {"rep": rep, "level": level}, deps,
+                        label=f"seed {rep.seed} level {level}"))
+    return jobs
 
 
-@dataclass
-class LotteryResult:
-    run_dir: Path
-    levels: list[dict[str, Any]]  # each level's summary.json
+def prefix_job(rep: Replicate, step: int) -> Job:
+    return Job("prefix", rep.prefix(step), {"rep": rep, "step": step}, label=f"seed {rep.seed} dense to step {step}")
 
 
-def prepare(config: RunConfig, *, data: DataSplits | None = None, model_fn: Callable[[], nn.Module] | None = None,
-            root: Path | str = DEFAULT_ROOT, data_dir: str | Path | None = None, device: str = "cpu",
-            progress: Progress | None = None, checkpoint_every: int = 1000, download: bool = True) -> Replicate:
-    """Load data, build the seeded model and record the configuration in the store."""
-    dev = _device(device)
-    data = (data if data is not None else load_dataset(config.dataset, data_dir, download)).to(dev)
-    model = _initial_model(config, data, model_fn).to(dev)
-    theta0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    run_dir = record_config(config, root, _provenance)
-    return Replicate(config, data, model, theta0, run_dir, layer_kind(model), model_fn, progress, checkpoint_every)
+@register_kind("dense")
+def run_dense(job: Job, rt: Runtime) -> None:
+    rep: Replicate = job.params["rep"]
+    data = rt.data(rep.config.dataset, rep.fingerprint)
+    model = rt.model(rep.config, data, rep.seeds["init"])
+    info = {"level": 0, "rewind_step": 0, "retrain": "dense", "lr": rep.config.training.lr, "seed": rep.seed,
+            "seeds": rep.seeds}
+    run_training(rt.path(job.folder), model=model, data=data, training=rep.config.training, mask=Mask.ones(model),
+                 start=model.state_dict(), start_step=0, data_seed=rep.seeds["data"], budget=None, info=info,
+                 label=job.describe(), progress=rt.progress, checkpoint_every=rt.options.checkpoint_every)
 
 
-def run_lottery(config: RunConfig, **kwargs: Any) -> LotteryResult:
-    """Run (or resume, or read back) every level of one replicate of `config`.
-
-    Keyword arguments are those of `prepare`. `model_fn` builds any nn.Module in place of the registry's
-    model (give the config a model name of its own, since the name is what the run is filed under); it is
-    called under torch.manual_seed(seed).
-    """
-    return run_levels(prepare(config, **kwargs))
-
-
-def run_levels(rep: Replicate) -> LotteryResult:
-    levels = rep.config.lottery.levels if rep.config.kind == "lottery" else 0
-    return LotteryResult(run_dir=rep.run_dir, levels=[run_level(rep, level) for level in range(levels + 1)])
-
-
-def run_level(rep: Replicate, level: int) -> dict[str, Any]:
-    """Train one level (the one before it must be finished) or read it back; returns its summary."""
-    job = level_dir(rep.run_dir, level)
-    if not is_done(job):
-        if level > 0 and not is_done(level_dir(rep.run_dir, level - 1)):
-            raise TicketlabError(f"level {level - 1} of {rep.run_dir} is not finished: run the levels in order")
-        mask = Mask.ones(rep.model) if level == 0 else _next_mask(rep.config, rep.run_dir, level, rep.kinds)
-        _train_level(rep, mask, job, level)
-    return read_json(job / "summary.json")
+@register_kind("prefix")
+def run_prefix(job: Job, rt: Runtime) -> None:
+    """The dense run's first `step` steps: the same weights the full run has at that step."""
+    rep: Replicate = job.params["rep"]
+    step = job.params["step"]
+    data = rt.data(rep.config.dataset, rep.fingerprint)
+    model = rt.model(rep.config, data, rep.seeds["init"])
+    training = dataclasses.replace(rep.config.training, train_steps=step)
+    info = {"level": 0, "dense_prefix_steps": step, "seed": rep.seed, "seeds": rep.seeds}
+    run_training(rt.path(job.folder), model=model, data=data, training=training, mask=Mask.ones(model),
+                 start=model.state_dict(), start_step=0, data_seed=rep.seeds["data"], budget=None, info=info,
+                 label=job.describe(), progress=rt.progress, checkpoint_every=rt.options.checkpoint_every)
 
 
-def _train_level(rep: Replicate, mask: Mask, job: Path, level: int) -> None:
+@register_kind("level")
+def run_level(job: Job, rt: Runtime) -> None:
+    rep: Replicate = job.params["rep"]
+    level = job.params["level"]
     config = rep.config
-    k_rewind = config.lottery.rewind_step
-    at_step = {}
-    if level == 0 and k_rewind > 0:  # keep theta_k, the state later levels rewind to
-        at_step[k_rewind] = lambda m: save_weights(rep.run_dir / "rewind.safetensors", m)
-    start, k, training = retrain_start(rep, level)
-    wanted = target_counts(config.pruning, mask.sizes(), rep.kinds, level) if config.kind == "lottery" else mask.sizes()
-    info = {"level": level, "rewind_step": k, "retrain": config.lottery.retrain if level else "dense",
-            "lr": training.lr}
-    run_job(job, model=rep.model, data=rep.data, training=training, mask=mask, start=start, start_step=k,
-            data_seed=config.seed, wanted_counts=wanted, info=info, label=f"level {level}", progress=rep.progress,
-            checkpoint_every=rep.checkpoint_every, at_step=at_step)
+    data = rt.data(config.dataset, rep.fingerprint)
+    model = rt.model(config, data, rep.seeds["init"])
+    prev = rt.path(rep.level(level - 1))
+    model.load_state_dict(store.load_weights(prev / store.FINAL, rt.device))
+    density = ladder_density(layers_of(model), config.pruning, level)
+    folder = rt.path(job.folder)
+    if (folder / store.MASK).is_file():  # written before an interruption: the same mask
+        mask = Mask.load(folder / store.MASK)
+    else:
+        mask = prune(model, Mask.load(prev / store.MASK), density=density, scorer="magnitude",
+                     allocation=config.pruning.strategy, hp=config.pruning)
+    budget = budget_for(model, density, config.pruning.strategy, config.pruning)
+    start, k, training = retrain_start(rep, level, rt, data)
+    info = {"level": level, "rewind_step": k, "retrain": config.lottery.retrain, "lr": training.lr,
+            "seed": rep.seed, "seeds": rep.seeds}
+    run_training(folder, model=model, data=data, training=training, mask=mask, start=start, start_step=k,
+                 data_seed=rep.seeds["data"], budget=budget, info=info, label=job.describe(), progress=rt.progress,
+                 checkpoint_every=rt.options.checkpoint_every)
 
 
-def retrain_start(rep: Replicate, level: int) -> tuple[dict[str, torch.Tensor], int, TrainingHparams]:
+def rewind_state(rep: Replicate, rt: Runtime) -> dict[str, torch.Tensor]:
+    """theta_k: the prefix run's final weights, or theta_0 (the dense run's init) for k = 0."""
+    folder = rep.rewind()
+    path = rt.path(folder) / store.FINAL if folder else rt.path(rep.level(0)) / store.INIT
+    return store.load_weights(path, rt.device)
+
+
+def retrain_start(rep: Replicate, level: int, rt: Runtime, data: Any) -> tuple[dict[str, torch.Tensor], int,
+                                                                                 TrainingHparams]:
     """(weights to start from, step to start at, training hyper-parameters) of a level's retraining."""
     lot, hp = rep.config.lottery, rep.config.training
-    if level == 0:
-        return rep.theta0, 0, hp
     if lot.retrain == "rewind":
-        return rep.rewind_state(), lot.rewind_step, hp
+        return rewind_state(rep, rt), lot.rewind_step, hp
     if lot.retrain == "scratch":
-        digest = hashlib.sha256(f"{rep.config.seed}/scratch/{level}".encode()).digest()
-        return rep.fresh_weights(int.from_bytes(digest[:4], "little") & 0x7FFFFFFF), 0, hp
-    device = rep.data.train_x.device
-    final = load_weights(level_dir(rep.run_dir, level - 1) / "final.safetensors")
-    trained = {k: v.to(device) for k, v in final.items()}
+        fresh = rt.model(rep.config, data, derive_seed(rep.seed, "scratch", level))
+        return fresh.state_dict(), 0, hp
+    trained = store.load_weights(rt.path(rep.level(level - 1)) / store.FINAL, rt.device)
     if lot.retrain == "lr_rewind":
         return trained, lot.rewind_step, hp
     # finetune: the rest of the budget at one small LR
@@ -144,40 +122,5 @@ def retrain_start(rep: Replicate, level: int) -> tuple[dict[str, torch.Tensor], 
     return trained, lot.rewind_step, dataclasses.replace(hp, lr=lr, milestones=(), warmup_steps=0)
 
 
-def _next_mask(config: RunConfig, run_dir: Path, level: int, kinds: dict[str, str]) -> Mask:
-    job = level_dir(run_dir, level)
-    if (job / "mask.safetensors").is_file():  # written before an interruption: the same mask
-        return Mask.load(job / "mask.safetensors")
-    prev = level_dir(run_dir, level - 1)
-    weights = load_weights(prev / "final.safetensors")
-    return magnitude_prune(weights, Mask.load(prev / "mask.safetensors"), config.pruning, kinds, level)
-
-
-def _initial_model(config: RunConfig, data: DataSplits, model_fn: Callable[[], nn.Module] | None) -> nn.Module:
-    if model_fn is None:
-        return build_model(config.model, data.input_shape, data.num_classes, config.seed)
-    torch.manual_seed(config.seed)
-    model = model_fn()
-    if not prunable(model):
-        raise TicketlabError("the model has no Linear or Conv layer to prune")
-    return model
-
-
-def _device(name: str) -> torch.device:
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise TicketlabError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TicketlabError(f"device {name!r} asked for, but CUDA is not available on this machine")
-    return dev
-
-
-def _provenance() -> dict[str, Any]:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        rev = None
-    return {"git_revision": rev, "torch": torch.__version__, "python": platform.python_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+def read_levels(rep: Replicate, levels: int, root: Path) -> list[dict[str, Any]]:
+    return [store.read_summary(root / rep.level(level)) for level in range(levels + 1)]

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import build_config, merge
+from ..config import merge
+from ..configure import build_config
 from ..errors import TicketlabError
-from ..store import DEFAULT_ROOT, read_json, write_json
+from ..store import read_json, write_json
 from .controls import Control
 from .study import StudyPlan, StudyResult, run_study
 
@@ -54,7 +55,7 @@ RECIPES = {"lth-lenet": lth_lenet}
 
 
 def reproduce(name: str, *, dataset: str = "fashion_mnist", budget: str = "quick", report_dir: str | Path | None = None,
-              overrides: dict[str, Any] | None = None, **prepare_kwargs: Any) -> tuple[StudyResult, dict[str, Path]]:
+              overrides: dict[str, Any] | None = None, **run_options: Any) -> tuple[StudyResult, dict[str, Path]]:
     """Run recipe `name` (resuming whatever is stored) and write its report; returns (study, report files).
 
     `overrides` (config sections, as for `build_config`) change the recipe's settings; the report then
@@ -68,11 +69,10 @@ def reproduce(name: str, *, dataset: str = "fashion_mnist", budget: str = "quick
     recipe = RECIPES[name](dataset, budget, overrides or {})
     if overrides:
         recipe = Recipe(recipe.plan, recipe.notes + (f"Settings changed from the recipe: {overrides}",))
-    prepare_kwargs.setdefault("root", DEFAULT_ROOT)
-    result = run_study(recipe.plan, **prepare_kwargs)
+    result = run_study(recipe.plan, **run_options)
     config_file = result.experiment_dir / "config.json"
     write_json(config_file, {**read_json(config_file), "notes": list(recipe.notes), "recipe": f"{name} ({budget})"})
     out = Path(report_dir) if report_dir else result.experiment_dir / "report"
-    seeds = [result.experiment_dir / f"seed_{s}" for s in recipe.plan.seeds]
+    seeds = [r["run_dir"] for r in result.replicates.values()]
     files = write_report(seeds, out, title=f"{name}: {dataset}, {budget} budget")
     return result, files

@@ -7,16 +7,16 @@ examples; the error barrier is the largest error on the line minus the mean of t
 state is stable when the test barrier is below `threshold` (2% in the paper). Pruned weights are 0 in both
 copies, so every point on the line respects the mask.
 
-Store layout, beside the level's other branches:
-    seed_<s>/dense_k<k>/                         the dense trajectory trained from theta_0 up to step k
-    seed_<s>/level_<L>/stability_k<k>/copy_<c>/  the two copies (jobs: resumable, reused)
-    seed_<s>/level_<L>/stability_k<k>/stability.json   the path's errors, the barriers, the verdict
+Job kinds:
+  stability_copy  one copy: `level_<L>/stability_k<k>/copy_<c>/` (resumable, reused by every analysis)
+  stability       the path and its barriers: `level_<L>/stability_k<k>/analysis_<h>/`, h = the analysis
+                  settings (points, threshold, training examples, BN recomputation): other settings give a
+                  new analysis beside the old one, never the old numbers
+The dense analysis (level 0) needs the dense state at k only (a prefix run), not the trained level 0.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import store
 from ..errors import TicketlabError
+from ..identity import digest
+from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
-from ..store import is_done, level_dir, load_weights, read_json, write_json
+from ..seeds import derive_seed
 from ..training.evaluate import evaluate
-from .job import run_job
-from .lottery import Replicate, run_level
+from .job import run_training
+from .lottery import prefix_job
+from .plan import Replicate
 
 
 @dataclass(frozen=True)
@@ -41,59 +45,84 @@ class StabilitySpec:
     train_eval_size: int = 10_000  # training examples whose error is measured along the path
     recompute_bn: bool = True  # batch-norm statistics recomputed at every point of the path
 
+    def check(self, train_steps: int) -> None:
+        if not 0 <= self.step < train_steps:
+            raise TicketlabError(f"stability step {self.step} must be in [0, {train_steps})")
+        if self.points < 2:
+            raise TicketlabError(f"stability needs at least 2 points on the path, got {self.points}")
+        if not 0 < self.threshold < 1:
+            raise TicketlabError(f"stability threshold must be in (0, 1), got {self.threshold}")
+        if self.train_eval_size < 1:
+            raise TicketlabError(f"stability train_eval_size must be at least 1, got {self.train_eval_size}")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the analysis of two given copies depends on: its identity beside them."""
+        return {"points": self.points, "threshold": self.threshold, "train_eval_size": self.train_eval_size,
+                "recompute_bn": self.recompute_bn}
+
+
+def stability_jobs(rep: Replicate, spec: StabilitySpec) -> list[Job]:
+    """The prefix run to k (if k > 0), the two copies, and the analysis. The level itself is planned by the
+    caller (level_jobs) when L > 0."""
+    spec.check(rep.config.training.train_steps)
+    folder = store.stability_dir(Path(rep.level(spec.level)), spec.step)
+    jobs, deps = [], []
+    if spec.step > 0:
+        jobs.append(prefix_job(rep, spec.step))
+        deps.append(rep.prefix(spec.step))
+    if spec.level > 0:
+        deps.append(rep.level(spec.level))
+    copies = [store.copy_dir(folder, c).as_posix() for c in (0, 1)]
+    for c, copy in enumerate(copies):
+        jobs.append(Job("stability_copy", copy, {"rep": rep, "spec": spec, "copy": c}, tuple(deps),
+                        label=f"seed {rep.seed} level {spec.level} stability k={spec.step} copy {c}"))
+    analysis = store.analysis_dir(folder, digest(spec.settings, 8)).as_posix()
+    jobs.append(Job("stability", analysis, {"rep": rep, "spec": spec, "copies": copies}, tuple(copies),
+                    label=f"seed {rep.seed} level {spec.level} stability k={spec.step} analysis"))
+    return jobs
+
 
 def copy_seed(seed: int, copy: int) -> int:
-    digest = hashlib.sha256(f"{seed}/stability/{copy}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    return derive_seed(seed, "stability", copy)
 
 
-def run_stability(rep: Replicate, spec: StabilitySpec) -> dict[str, Any]:
-    """Train the two copies (or read them back) and measure the path between them."""
-    hp = rep.config.training
-    if not 0 <= spec.step < hp.train_steps:
-        raise TicketlabError(f"stability step {spec.step} must be in [0, {hp.train_steps})")
-    if spec.points < 2:
-        raise TicketlabError(f"stability needs at least 2 points on the path, got {spec.points}")
-    folder = level_dir(rep.run_dir, spec.level) / f"stability_k{spec.step}"
-    if (folder / "stability.json").is_file():
-        return read_json(folder / "stability.json")
-    if spec.level == 0:  # the dense network: no need to train level 0 itself
-        mask = Mask.ones(rep.model)
-    else:  # the ticket's mask (finished levels are read back)
-        for level in range(spec.level + 1):
-            run_level(rep, level)
-        mask = Mask.load(level_dir(rep.run_dir, spec.level) / "mask.safetensors")
-    start = dense_state(rep, spec.step)
-    copies = []
-    for c in (0, 1):
-        info = {"level": spec.level, "stability_step": spec.step, "copy": c}
-        copies.append(run_job(folder / f"copy_{c}", model=rep.model, data=rep.data, training=hp, mask=mask,
-                              start=start, start_step=spec.step, data_seed=copy_seed(rep.config.seed, c),
-                              wanted_counts=mask.counts(), info=info,
-                              label=f"level {spec.level} stability k={spec.step} copy {c}", progress=rep.progress,
-                              checkpoint_every=rep.checkpoint_every))
-    ends = [_weights(folder / f"copy_{c}", rep) for c in (0, 1)]
-    path = interpolate(rep.model, ends[0], ends[1], rep, spec)
-    result = {"level": spec.level, "step": spec.step, "density": mask.density(), "threshold": spec.threshold,
-              **path, "stable": path["test_barrier"] < spec.threshold,
-              "copy_final_test_accuracy": [c["final_test_accuracy"] for c in copies],
-              "copy_data_seeds": [copy_seed(rep.config.seed, c) for c in (0, 1)]}
-    write_json(folder / "stability.json", result)
-    return result
+@register_kind("stability_copy")
+def run_copy(job: Job, rt: Runtime) -> None:
+    rep: Replicate = job.params["rep"]
+    spec: StabilitySpec = job.params["spec"]
+    c = job.params["copy"]
+    data = rt.data(rep.config.dataset, rep.fingerprint)
+    model = rt.model(rep.config, data, rep.seeds["init"])
+    # the ticket's mask for L > 0; the dense state at k (theta_0 for k = 0)
+    mask = Mask.load(rt.path(rep.level(spec.level)) / store.MASK) if spec.level else Mask.ones(model)
+    start = store.load_weights(rt.path(rep.prefix(spec.step)) / store.FINAL, rt.device) if spec.step \
+        else model.state_dict()
+    info = {"level": spec.level, "stability_step": spec.step, "copy": c, "seed": rep.seed, "seeds": rep.seeds}
+    run_training(rt.path(job.folder), model=model, data=data, training=rep.config.training, mask=mask, start=start,
+                 start_step=spec.step, data_seed=copy_seed(rep.seed, c), budget={(k,): n for k, n in
+                                                                                mask.counts().items()},
+                 info=info, label=job.describe(), progress=rt.progress,
+                 checkpoint_every=rt.options.checkpoint_every)
 
 
-def dense_state(rep: Replicate, step: int) -> dict[str, torch.Tensor]:
-    """The dense network's weights at `step` of its training (the replicate's data order)."""
-    if step == 0:
-        return rep.theta0
-    job = rep.run_dir / f"dense_k{step}"
-    if not is_done(job):
-        run_job(job, model=rep.model, data=rep.data,
-                training=dataclasses.replace(rep.config.training, train_steps=step), mask=Mask.ones(rep.model),
-                start=rep.theta0, start_step=0, data_seed=rep.config.seed, wanted_counts=Mask.ones(rep.model).sizes(),
-                info={"level": 0, "dense_prefix_steps": step}, label=f"dense to step {step}",
-                progress=rep.progress, checkpoint_every=rep.checkpoint_every)
-    return _weights(job, rep)
+@register_kind("stability")
+def run_analysis(job: Job, rt: Runtime) -> None:
+    rep: Replicate = job.params["rep"]
+    spec: StabilitySpec = job.params["spec"]
+    data = rt.data(rep.config.dataset, rep.fingerprint)
+    model = rt.model(rep.config, data, rep.seeds["init"])
+    copies = [rt.path(c) for c in job.params["copies"]]
+    ends = [store.load_weights(c / store.FINAL, rt.device) for c in copies]
+    path = interpolate(model, ends[0], ends[1], data, spec)
+    summaries = [store.read_summary(c) for c in copies]
+    result = {"seed": rep.seed, "level": spec.level, "step": spec.step, "density": summaries[0]["density"],
+              **spec.settings, **path, "stable": path["test_barrier"] < spec.threshold,
+              "copy_final_test_accuracy": [s["final_test_accuracy"] for s in summaries],
+              "copy_data_seeds": [s["data_seed"] for s in summaries]}
+    folder = rt.path(job.folder)
+    store.write_json(folder / store.STABILITY, result)
+    store.write_json(folder / store.SUMMARY, {k: v for k, v in result.items() if not isinstance(v, list)})
 
 
 def barrier(errors: list[float]) -> float:
@@ -101,10 +130,9 @@ def barrier(errors: list[float]) -> float:
     return max(errors) - (errors[0] + errors[-1]) / 2
 
 
-def interpolate(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rep: Replicate,
+def interpolate(model: nn.Module, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], data: Any,
                 spec: StabilitySpec) -> dict[str, Any]:
     """Errors on train and test at `spec.points` evenly spaced points of (1 - alpha) a + alpha b."""
-    data = rep.data
     n = min(spec.train_eval_size, len(data.train_x))
     train_x, train_y = data.train_x[:n], data.train_y[:n]
     alphas = torch.linspace(0, 1, spec.points).tolist()
@@ -140,5 +168,5 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 500
         m.momentum = momentum
 
 
-def _weights(job: Path, rep: Replicate) -> dict[str, torch.Tensor]:
-    return {k: v.to(rep.data.train_x.device) for k, v in load_weights(job / "final.safetensors").items()}
+def read_analysis(job: Job, root: Path) -> dict[str, Any]:
+    return store.read_json(root / job.folder / store.STABILITY)

@@ -1,21 +1,29 @@
-"""A study: replicates (seeds) x IMP levels x controls, run one replicate after another.
+"""Studies: what to compute (a plan: replicates x levels x controls x stability analyses) -> jobs ->
+an executor -> the results read back from the store.
 
-Within a replicate the levels are ordered (each prunes the one before) and its controls follow the levels
-they branch from. Everything lands in the run store, so a study that is rerun, extended (more seeds, more
-levels, more controls) or interrupted only trains what is missing.
+Everything lands in the run store under folders named by what determines them, so a study that is rerun,
+extended (more seeds, levels, controls, analyses) or interrupted trains only what is missing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from torch import nn
+
+from .. import store
 from ..config import RunConfig
-from ..store import experiment_dir
-from .controls import Control, run_control
-from .lottery import prepare, run_levels
+from ..data import DataSplits
+from ..errors import TicketlabError
+from ..executors import LocalExecutor, SerialExecutor
+from ..jobs import Job, Progress, RunOptions, Runtime
+from .controls import Control, control_jobs, parse_controls
+from .lottery import level_jobs
+from .plan import Replicate, resolve
+from .stability import StabilitySpec, stability_jobs
+from .tickets import ticket_jobs
 
 
 @dataclass(frozen=True)
@@ -24,10 +32,22 @@ class StudyPlan:
     replicates: int = 1
     controls: tuple[Control, ...] = ()
     control_levels: tuple[int, ...] | None = None  # None: every level
+    stability: tuple[StabilitySpec, ...] = ()  # analyses per replicate (their levels are trained too)
 
     @property
     def seeds(self) -> list[int]:
         return [self.config.seed + r for r in range(self.replicates)]
+
+    @property
+    def levels(self) -> int | None:
+        """Levels to train: the config's and any an analysis asks for; None for a plan of dense stability
+        analyses alone, which need the dense state at k but not the trained dense network."""
+        if self.stability and not self.controls and all(s.level == 0 for s in self.stability) \
+                and (self.config.kind != "lottery" or self.config.lottery.levels == 0):
+            return None
+        if self.config.kind != "lottery":
+            return 0
+        return max([self.config.lottery.levels, *(s.level for s in self.stability)])
 
     def levels_for_controls(self) -> list[int]:
         every = range(self.config.lottery.levels + 1) if self.config.kind == "lottery" else range(1)
@@ -37,51 +57,103 @@ class StudyPlan:
 
 @dataclass
 class StudyResult:
-    experiment_dir: Path
-    replicates: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> {"levels", "controls"}
+    experiment_dir: Path  # the lottery experiment (or the dense one for kind "train")
+    replicates: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> levels, controls, stability
 
 
-def plan_jobs(plan: StudyPlan, **prepare_kwargs: Any) -> list[Any]:
-    """Every job of the plan as a plain description, levels before the controls that branch from them."""
-    from ..executors import JobSpec, options_from
-
-    options = options_from(prepare_kwargs)
-    jobs = []
-    levels = plan.config.lottery.levels if plan.config.kind == "lottery" else 0
-    for seed in plan.seeds:
-        config = dataclasses.replace(plan.config, seed=seed)
-        jobs += [JobSpec(config, level, None, options) for level in range(levels + 1)]
-        jobs += [JobSpec(config, level, c, options) for level in plan.levels_for_controls() for c in plan.controls
-                 if c.applies_to(level)]
-    return jobs
+@dataclass
+class LotteryResult:
+    run_dir: Path  # the replicate's folder
+    levels: list[dict[str, Any]]  # each level's summary.json
 
 
-def run_study(plan: StudyPlan, *, workers: int = 1, **prepare_kwargs: Any) -> StudyResult:
-    """Run (or resume, or read back) every job of `plan`; keyword arguments are those of `prepare`.
+def plan_jobs(plan: StudyPlan, runtime: Runtime) -> tuple[list[Replicate], list[Job]]:
+    """Every job of the plan, each listed once, in an order that respects the dependencies."""
+    if plan.replicates < 1:
+        raise TicketlabError(f"replicates must be at least 1, got {plan.replicates}")
+    reps = resolve(plan.config, plan.seeds, runtime)
+    jobs: dict[str, Job] = {}
+    for rep in reps:
+        planned = level_jobs(rep, plan.levels) if plan.levels is not None else []
+        for level in plan.levels_for_controls():
+            for control in plan.controls:
+                if control.applies_to(level):
+                    planned += control_jobs(rep, level, control)
+        for spec in plan.stability:
+            planned += stability_jobs(rep, spec)
+        for job in planned:
+            jobs.setdefault(job.folder, job)  # e.g. one prefix run for rewinding and an analysis at the same k
+    return reps, list(jobs.values())
 
-    workers > 1: independent jobs run in that many processes (the local executor), then everything is
-    read back from the store; workers = 1: one job after another in this process.
+
+def options(root: Path | str = store.DEFAULT_ROOT, data_dir: str | Path | None = None, device: str = "cpu",
+            threads: int = 1, download: bool = True, checkpoint_every: int = 1000,
+            model_fn: Callable[[], nn.Module] | None = None) -> RunOptions:
+    return RunOptions(root=str(root), data_dir=str(data_dir) if data_dir else None, device=device, threads=threads,
+                      download=download, checkpoint_every=checkpoint_every, model_fn=model_fn)
+
+
+def run_study(plan: StudyPlan, *, workers: int = 1, data: DataSplits | None = None,
+              progress: Progress | None = None, **run_options: Any) -> StudyResult:
+    """Run (or resume, or read back) every job of `plan`. Keyword arguments: `options`' (root, data_dir,
+    device, threads, download, checkpoint_every, model_fn). `data`: the data set's tensors, used in this
+    process in place of loading `plan.config.dataset` (workers load it by name).
+
+    workers > 1: independent jobs run in that many processes (the local executor); 1: in this process.
     """
-    if workers > 1:
-        from ..executors import LocalExecutor
+    runtime = Runtime(options(**run_options), progress)
+    if data is not None:
+        runtime.add_data(plan.config.dataset, data)
+    reps, jobs = plan_jobs(plan, runtime)
+    (LocalExecutor(workers) if workers > 1 else SerialExecutor(runtime)).run(jobs, runtime.options)
+    return read_back(plan, reps, jobs, runtime.root)
 
-        LocalExecutor(workers).run(plan_jobs(plan, **prepare_kwargs))
-    result = StudyResult(experiment_dir(plan.config, prepare_kwargs.get("root", "runs")))
-    for seed in plan.seeds:
-        rep = prepare(dataclasses.replace(plan.config, seed=seed), **prepare_kwargs)
-        prepare_kwargs["data"] = rep.data  # load once
-        levels = run_levels(rep).levels
-        controls = [run_control(rep, level, c) for level in plan.levels_for_controls() for c in plan.controls
-                    if c.applies_to(level)]
-        result.replicates[seed] = {"levels": levels, "controls": controls}
+
+def read_back(plan: StudyPlan, reps: list[Replicate], jobs: list[Job], root: Path) -> StudyResult:
+    home = (root / reps[0].home).parent
+    result = StudyResult(home)
+    for rep in reps:
+        mine = [j for j in jobs if j.params.get("rep") == rep]
+        result.replicates[rep.seed] = {
+            "run_dir": root / rep.home,
+            "levels": [store.read_summary(root / rep.level(lvl)) for lvl in range((plan.levels or 0) + 1)
+                       if plan.levels is not None],
+            "controls": [store.read_summary(root / j.folder) for j in mine if j.kind == "control"],
+            "stability": [store.read_json(root / j.folder / store.STABILITY) for j in mine if j.kind == "stability"]}
     return result
 
 
-def parse_controls(spec: str, reps: int = 1,
-                   noise_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)) -> tuple[Control, ...]:
-    """'reinit,random_prune,noise' -> Control objects, `reps` draws each (noise: each scale)."""
-    out = []
-    for name in [s.strip() for s in spec.split(",") if s.strip()]:
-        scales = noise_scales if name == "noise" else (0.0,)
-        out += [Control(name, index=i, scale=s) for s in scales for i in range(reps)]
-    return tuple(out)
+def train_ticket(config: RunConfig, path: str | Path, *, replicates: int = 1, start: str = "stored",
+                 workers: int = 1, data: DataSplits | None = None, progress: Progress | None = None,
+                 **run_options: Any) -> StudyResult:
+    """Train the mask of a ticket file (export --format safetensors) under `config`'s recipe, one job per
+    seed; `start` is "stored" (the file's weights and start step) or "own" (this model's initial weights)."""
+    if replicates < 1:
+        raise TicketlabError(f"replicates must be at least 1, got {replicates}")
+    runtime = Runtime(options(**run_options), progress)
+    if data is not None:
+        runtime.add_data(config.dataset, data)
+    folder, jobs = ticket_jobs(config, path, [config.seed + r for r in range(replicates)], runtime, start)
+    (LocalExecutor(workers) if workers > 1 else SerialExecutor(runtime)).run(jobs, runtime.options)
+    result = StudyResult(folder)
+    for job in jobs:
+        seed = job.params["config"].seed
+        result.replicates[seed] = {"run_dir": runtime.path(job.folder).parent,
+                                   "levels": [store.read_summary(runtime.path(job.folder))], "controls": [],
+                                   "stability": []}
+    return result
+
+
+def run_lottery(config: RunConfig, **kwargs: Any) -> LotteryResult:
+    """Run (or resume, or read back) every level of one replicate of `config` (kind "train": level 0 only).
+
+    Keyword arguments are those of `run_study`. `model_fn` builds any nn.Module in place of the registry's
+    model; it is called under torch.manual_seed(the replicate's init seed), and what it builds (class,
+    parameter names and shapes) is part of the results' identity.
+    """
+    result = run_study(StudyPlan(config), **kwargs)
+    rep = result.replicates[config.seed]
+    return LotteryResult(run_dir=rep["run_dir"], levels=rep["levels"])
+
+
+__all__ = ["LotteryResult", "StudyPlan", "StudyResult", "parse_controls", "plan_jobs", "run_lottery", "run_study"]

@@ -10,15 +10,14 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ..store import stability_files
 from .figures import Drawn, _save
 
 
 def stability_results(exp_dir: Path) -> list[dict[str, Any]]:
-    """Every finished stability analysis of an experiment, with its seed."""
-    out = []
-    for f in sorted(exp_dir.glob("seed_*/level_*/stability_k*/stability.json")):
-        out.append({"seed": int(f.parents[2].name[5:]), **json.loads(f.read_text())})
-    return sorted(out, key=lambda r: (r["level"], r["step"], r["seed"]))
+    """Every finished stability analysis of an experiment (each records its seed and settings)."""
+    out = [json.loads(f.read_text()) for f in stability_files(exp_dir)]
+    return sorted(out, key=lambda r: (r["level"], r["step"], r["seed"], r["points"], r["threshold"]))
 
 
 def table_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

@@ -47,8 +47,16 @@ class Checkpointing:
 
 @dataclass
 class Hooks:
+    """Where a method or a data pipeline joins the loop without changing it."""
+
     at_step: dict[int, Callable[[nn.Module], None]] = field(default_factory=dict)  # before the update of step s
     progress: Callable[[int, int], None] | None = None  # (step, last step)
+    # (inputs, labels, step) -> (inputs, labels) of step s's batch, e.g. augmentation. It must be a function
+    # of the step (and seeds it holds), never of hidden state, so a resumed run sees the same batches.
+    batch_transform: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
+    # (model, result) once training is over, before the result is returned: methods whose result is a
+    # learned mask or other state read it from the trained model here.
+    at_end: Callable[[nn.Module, "TrainResult"], None] | None = None
 
 
 def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *, data_seed: int,
@@ -96,7 +104,10 @@ def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *
             for group in optimizer.param_groups:
                 group["lr"] = lr
         idx = order.indices(step)
-        loss = nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+        x, y = data.train_x[idx], data.train_y[idx]
+        if hooks.batch_transform:
+            x, y = hooks.batch_transform(x, y, step)
+        loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         applier.grads()
@@ -109,6 +120,8 @@ def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *
     result.checks = applier.pruned_magnitudes(optimizer)
     if result.early_stop is not None and result.early_stop["test_loss"] is None and best is not None:
         _test_best_weights(model, best, data, result.early_stop)
+    if hooks.at_end:
+        hooks.at_end(model, result)
     return result
 
 

@@ -1,0 +1,71 @@
+"""Identity: what determines a result, as a canonical dict, and the hash that names its folder.
+
+A folder is named by exactly the settings that change what is in it, no more and no fewer:
+
+  data      the data set's name, a fingerprint of its contents and its split (other files under the same
+            name are other data)
+  model     the config's model settings and what the module is: its class and its parameters' and buffers'
+            names, shapes and dtypes (a user's own module under the default name is not LeNet)
+  training  the optimisation recipe
+  numerics  the device kind and the CPU thread count, which change the last bits of every result
+  dense     data + model + training + numerics: one dense run per seed, shared by every experiment on it
+  lottery   dense + pruning + retraining (not the number of levels: level L is the same whatever comes after)
+
+Only fields that differ from their dataclass defaults enter a hash, so a field added later with a
+"no change" default leaves every stored folder findable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+
+
+def digest(obj: Any, length: int = 16) -> str:
+    """Hash of the canonical JSON form (sorted keys, no spaces) of `obj`."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def changed_fields(section: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A config dataclass as {field: value} for the fields that differ from their defaults."""
+    out = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.name not in drop and value != default:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def model_signature(model: nn.Module) -> dict[str, Any]:
+    """What a module is: its class and the names, shapes and dtypes of its parameters and buffers."""
+    cls = type(model)
+    tensors = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in model.state_dict().items()]
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "tensors": digest(tensors)}
+
+
+def numerics(device: torch.device, threads: int) -> dict[str, Any]:
+    """The device kind (and GPU model) and, on a CPU, the thread count: both change a result's last bits."""
+    if device.type == "cuda":
+        return {"device": f"cuda:{torch.cuda.get_device_name(device)}"}
+    return {"device": device.type, "threads": threads}
+
+
+def dense_identity(config: RunConfig, data_fingerprint: str, model: dict[str, Any],
+                   numeric: dict[str, Any]) -> dict[str, Any]:
+    return {"data": {**changed_fields(config.dataset), "name": config.dataset.name, "fingerprint": data_fingerprint},
+            "model": {**changed_fields(config.model), "name": config.model.name, **model},
+            "training": changed_fields(config.training), "numerics": numeric}
+
+
+def lottery_identity(dense: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    return {"dense": dense, "pruning": changed_fields(config.pruning),
+            "lottery": changed_fields(config.lottery, drop=("levels",))}
