@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 
 import ticketlab  # noqa: F401  (before torch: OpenMP settings)
-import torch
 
 from ticketlab import build_config
-from ticketlab.experiments.lottery import prepare
-from ticketlab.experiments.stability import StabilitySpec, run_stability
+from ticketlab.experiments.stability import StabilitySpec
+from ticketlab.experiments.study import StudyPlan, run_study
 
 SETTINGS = {
     "lmc": {"training": {"optimizer": "sgd", "lr": 0.1, "batch_size": 128, "train_steps": 18_760,
@@ -47,13 +46,13 @@ def main() -> None:
     p.add_argument("--points", type=int, default=30)
     p.add_argument("--train-eval-size", type=int, default=10_000)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
     config = build_config({"seed": args.seed, **SETTINGS[args.setting]})
-    rep = prepare(config, root=args.root)
     results = []
     for k in [int(s) for s in args.steps.split(",")]:
         began = time.perf_counter()
-        r = run_stability(rep, StabilitySpec(step=k, points=args.points, train_eval_size=args.train_eval_size))
+        spec = StabilitySpec(step=k, points=args.points, train_eval_size=args.train_eval_size)
+        study = run_study(StudyPlan(config, stability=(spec,)), root=args.root, threads=args.threads)
+        r = study.replicates[args.seed]["stability"][0]
         results.append({**r, "wall_seconds_this_call": time.perf_counter() - began})
         print(f"{args.setting} k={k:5d}  test barrier {100 * r['test_barrier']:.2f}%  train barrier "
               f"{100 * r['train_barrier']:.2f}%  stable={r['stable']}  copies' test acc "
@@ -61,7 +60,7 @@ def main() -> None:
     out = Path("bench/results") / f"stability_{args.setting}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"setting": args.setting, "config": config.to_dict(), "experiment_dir":
-                               str(rep.run_dir.parent), "results": results}, indent=2))
+                               str(study.experiment_dir), "results": results}, indent=2))
     print(f"wrote {out}")
 
 

@@ -2,7 +2,7 @@
 
 The sweep: LeNet-300-100 on Fashion-MNIST, --replicates seeds x (--levels + 1) IMP levels, --steps steps per
 level, validation (and test, --test-every 0 = at every evaluation) every --eval-every steps. Run as
-  (i)  `run_study(plan, workers=1, root=...)` in this process with torch.set_num_threads(2): one job at a time;
+  (i)  `run_study(plan, workers=1, root=...)` in this process with threads=2 per job: one job at a time;
   (ii) `run_study(plan, workers=2, root=...)`: LocalExecutor, 2 spawned worker processes x 1 thread.
 This process is warmed up first by a tiny study (workers pay their own start-up). Each run starts from a
 fresh empty run root (so every job really trains; the script checks that every level wrote its summary) and
@@ -35,7 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from ticketlab import build_config, load_dataset, run_lottery
 from ticketlab.config import DatasetHparams
@@ -49,10 +48,9 @@ def timed_study(plan: StudyPlan, workers: int) -> tuple[float, float]:
     """(wall seconds, mean early-stop test accuracy of the last level) of the plan in a fresh run root."""
     root = tempfile.mkdtemp(prefix="ticketlab_sweep_")
     try:
-        if workers == 1:
-            torch.set_num_threads(2)
         t = time.perf_counter()
-        result = run_study(plan, workers=workers, root=root)
+        # (i) one process, 2 threads per job; (ii) 2 workers, 1 thread per job (threads are per job now)
+        result = run_study(plan, workers=workers, root=root, threads=2 if workers == 1 else 1)
         seconds = time.perf_counter() - t
         done = len(list(Path(root).rglob("summary.json")))
         expected = plan.replicates * (plan.config.lottery.levels + 1)
@@ -67,10 +65,9 @@ def timed_study(plan: StudyPlan, workers: int) -> tuple[float, float]:
 def timed_single_job(config, data, threads: int) -> float:
     root = tempfile.mkdtemp(prefix="ticketlab_job_")
     try:
-        torch.set_num_threads(threads)
         t = time.perf_counter()
         run_lottery(dataclasses.replace(config, lottery=dataclasses.replace(config.lottery, levels=0)),
-                    data=data, root=root)
+                    data=data, root=root, threads=threads)
         return time.perf_counter() - t
     finally:
         shutil.rmtree(root, ignore_errors=True)

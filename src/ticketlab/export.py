@@ -28,7 +28,7 @@ from .masks import Mask
 from .models import build_model
 from .models.mlp import MLP
 from .sparse import SparseLinear, SparseMLP, choose_layers, load_sparse_mlp, sparse_mlp, sparsify, swap
-from .store import atomic_write, is_done, level_dir, load_weights, read_json
+from .store import CONFIG, FINAL, INIT, MASK, atomic_write, is_done, level_dir, load_weights, read_json, read_summary
 
 FORMATS = {"safetensors": ".safetensors", "dense": ".dense.safetensors", "torch-prune": ".pt",
            "sparse": ".sparse.safetensors"}
@@ -72,18 +72,18 @@ def _read_level(run_dir: Path, level: int) -> dict[str, Any]:
         done = sorted(int(n) for n in names if n.isdigit())
         raise TicketlabError(f"level {level} of {run_dir} is missing or unfinished "
                              f"(finished levels: {', '.join(map(str, done)) or 'none'})")
-    experiment_file = run_dir.parent / "config.json"
+    experiment_file = run_dir.parent / CONFIG
     if not experiment_file.is_file():
         raise TicketlabError(f"{run_dir} is not a seed folder of a run store: {experiment_file} is missing")
-    experiment, mask = read_json(experiment_file), Mask.load(job / "mask.safetensors")
-    summary = read_json(job / "summary.json")
+    experiment, mask = read_json(experiment_file), Mask.load(job / MASK)
+    summary = read_summary(job)
     seed = run_dir.name.removeprefix("seed_")
     metadata = {"experiment_hash": experiment["hash"], "config": experiment["config"],
                 "provenance": experiment.get("provenance"), "seed": int(seed) if seed.isdigit() else None,
                 "level": level, "start_step": summary["start_step"], "density": mask.density(),
                 "layer_density": mask.layer_density()}
-    return {"mask": mask.tensors, "init": load_weights(job / "init.safetensors"),
-            "final": load_weights(job / "final.safetensors"), "metadata": metadata}
+    return {"mask": mask.tensors, "init": load_weights(job / INIT),
+            "final": load_weights(job / FINAL), "metadata": metadata}
 
 
 def _out_path(out: Path, level: int, ext: str) -> Path:

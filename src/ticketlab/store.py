@@ -25,7 +25,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -174,10 +174,3 @@ def record_experiment(experiment: Path, body: dict[str, Any], provenance: Callab
     config_file = experiment / CONFIG
     if not config_file.is_file():
         write_json(config_file, {**body, "provenance": provenance()})
-
-
-def walk_files(root: Path) -> Iterator[Path]:
-    """Every file below `root`, links not followed (each file once)."""
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            yield Path(dirpath) / f

@@ -11,16 +11,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .. import store
 from ..errors import TicketlabError
 
 METRICS = ("early_stop_test_accuracy", "early_stop_step", "final_test_accuracy")
 DENSE_SPREAD_FLOOR = 0.002  # with one dense replicate, "matching" = within 0.2 pp (LMC section 4.4)
-
-
-def _seed_of(folder: Path) -> int | None:
-    """The seed of a `seed_<s>` folder; None for anything else that happens to start with 'seed_'."""
-    tail = folder.name[5:]
-    return int(tail) if folder.name.startswith("seed_") and tail.isdigit() and folder.is_dir() else None
 
 
 def experiment_dirs(paths: list[str | Path]) -> list[tuple[Path, set[int] | None]]:
@@ -28,12 +23,12 @@ def experiment_dirs(paths: list[str | Path]) -> list[tuple[Path, set[int] | None
     out: dict[Path, set[int] | None] = {}
     for raw in paths:
         p = Path(raw)
-        if (p / "config.json").is_file():
+        if store.is_experiment(p):
             out[p] = None
-        elif _seed_of(p) is not None and (p.parent / "config.json").is_file():
+        elif store.seed_of(p) is not None and store.is_experiment(p.parent):
             seeds = out.get(p.parent, set())
             if seeds is not None:
-                out[p.parent] = seeds | {_seed_of(p)}
+                out[p.parent] = seeds | {store.seed_of(p)}
         else:
             raise TicketlabError(f"{p} is not a ticketlab run folder (no config.json in it or its parent)")
     return list(out.items())
@@ -43,12 +38,11 @@ def collect(paths: list[str | Path], allow_empty: bool = False) -> list[dict[str
     """One row per finished job: experiment, seed, variant, level, index, density, metrics, its folder."""
     rows = []
     for exp, seeds in experiment_dirs(paths):
-        for seed_dir in sorted(exp.glob("seed_*")):
-            seed = _seed_of(seed_dir)
-            if seed is None or (seeds is not None and seed not in seeds):
+        for seed_dir in store.seed_dirs(exp):
+            seed = store.seed_of(seed_dir)
+            if seeds is not None and seed not in seeds:
                 continue
-            for summary_file in sorted(seed_dir.glob("level_*/summary.json")) + \
-                    sorted(seed_dir.glob("level_*/control_*/summary.json")):
+            for summary_file in store.job_summaries(seed_dir):
                 s = json.loads(summary_file.read_text())
                 rows.append({"experiment": exp.name, "seed": seed, "variant": s.get("variant", "ticket"),
                              "index": s.get("control_index", 0), "level": s["level"], "density": s["density"],
@@ -104,5 +98,5 @@ def _matching(entry: dict[str, Any], dense: dict[str, Any] | None) -> bool | Non
 def curves(rows: list[dict[str, Any]], variant: str, level: int,
            experiment: str | None = None) -> list[list[dict[str, float]]]:
     """The stored evaluations (metrics.json) of every job of (variant, level) [of one experiment]."""
-    return [json.loads((Path(r["job_dir"]) / "metrics.json").read_text()) for r in rows
+    return [store.read_json(Path(r["job_dir"]) / store.METRICS) for r in rows
             if r["variant"] == variant and r["level"] == level and experiment in (None, r["experiment"])]

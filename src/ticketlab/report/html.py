@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TicketlabError
-from ..store import read_json
+from ..store import CONFIG, read_json
 from . import compare, figures, stability
 from .aggregate import METRICS, aggregate, collect, experiment_dirs
 from .overlap import overlap_table
@@ -117,7 +117,7 @@ def _hparams(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _config_blocks(exp_dir: Path) -> list[tuple]:
-    cfg = read_json(exp_dir / "config.json")
+    cfg = read_json(exp_dir / CONFIG)
     extra = {k: v for k, v in cfg.items() if k not in ("config", "hash", "provenance", "note", "notes")}
     rows = [("hash", str(cfg.get("hash")))] + _hparams(cfg.get("config", {}))
     rows += [(f"provenance.{k}", str(v)) for k, v in cfg.get("provenance", {}).items()]
@@ -232,7 +232,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "mi
     title = title or f"Lottery-ticket report: {', '.join(exp_dirs)}"
     blocks: list[tuple] = [("h1", title)]
     for name, d in exp_dirs.items():  # notes first: a reader must see e.g. 'quick budget' before any number
-        blocks += [("note", f"Note ({name}): {n}") for n in _notes(read_json(d / "config.json"))]
+        blocks += [("note", f"Note ({name}): {n}") for n in _notes(read_json(d / CONFIG))]
     for name, d in exp_dirs.items():
         entries = [e for e in table if e["experiment"] == name]
         stable = _stability_blocks(d, out, files)

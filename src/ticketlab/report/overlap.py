@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..masks import Mask
+from ..store import MASK
 
 
 def iou(a: Mask, b: Mask) -> dict[str, float]:
@@ -32,7 +33,7 @@ def _mean_layers(pairs: list[dict[str, float]]) -> dict[str, float]:
 def overlap_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows {experiment, level, comparison, pairs, iou: {layer: mean IoU, '_overall': ...}}."""
     masks = {(r["experiment"], r["seed"], r["variant"], r["index"], r["level"]):
-             Mask.load(Path(r["job_dir"]) / "mask.safetensors") for r in rows}
+             Mask.load(Path(r["job_dir"]) / MASK) for r in rows}
     tickets = {k: m for k, m in masks.items() if k[2] == "ticket"}
     table = []
     for (exp, level) in sorted({(k[0], k[4]) for k in tickets}):
