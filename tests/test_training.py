@@ -68,3 +68,38 @@ def test_sparse_test_curve_keeps_the_exact_early_stop_test_accuracy(tmp_path, sy
     rows = json.loads((sparse.run_dir / "level_0" / "metrics.json").read_text())
     tested = {r["step"] for r in rows if r["test_accuracy"] is not None}
     assert tested == {0, 100, 200, 300, 400, s["early_stop_step"]}
+
+
+def test_batch_transform_and_end_hooks_keep_resume_exact(tmp_path, synthetic):
+    import torch
+
+    from ticketlab import Mask, build_model
+    from ticketlab.training.loop import Checkpointing, Hooks, train
+    from conftest import small_config
+
+    config = small_config(training={"train_steps": 200, "eval_every": 50})
+
+    def flip(x, y, step):  # a pure function of the step: a seeded augmentation would be one too
+        return (-x if step % 3 == 0 else x), y
+
+    def run(folder, stop_at=None):
+        model = build_model(config.model, synthetic.input_shape, 10, seed=0)
+        ended = []
+        hooks = Hooks(batch_transform=flip, at_end=lambda m, r: ended.append(r.final["step"]))
+        if stop_at:
+            def stop(_model):
+                raise KeyboardInterrupt
+            hooks.at_step[stop_at] = stop
+        train(model, synthetic, config.training, Mask.ones(model), data_seed=1,
+              checkpoint=Checkpointing(folder / "checkpoint.pt", every=50), hooks=hooks)
+        return model, ended
+
+    whole, ended = run(tmp_path / "a")
+    assert ended == [200]  # at_end: once, with the result
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", stop_at=130)
+    resumed, _ = run(tmp_path / "b")
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    plain = build_model(config.model, synthetic.input_shape, 10, seed=0)
+    train(plain, synthetic, config.training, Mask.ones(plain), data_seed=1)
+    assert not torch.equal(plain.out.weight, whole.out.weight)  # the transform was applied

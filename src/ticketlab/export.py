@@ -28,7 +28,8 @@ from .masks import Mask
 from .models import build_model
 from .models.mlp import MLP
 from .sparse import SparseLinear, SparseMLP, choose_layers, load_sparse_mlp, sparse_mlp, sparsify, swap
-from .store import CONFIG, FINAL, INIT, MASK, atomic_write, is_done, level_dir, load_weights, read_json, read_summary
+from .store import (CONFIG, FINAL, INIT, MASK, atomic_write, finished_levels, is_done, level_dir, load_weights,
+                    read_json, read_summary, seed_of)
 
 FORMATS = {"safetensors": ".safetensors", "dense": ".dense.safetensors", "torch-prune": ".pt",
            "sparse": ".sparse.safetensors"}
@@ -68,8 +69,7 @@ def _read_level(run_dir: Path, level: int) -> dict[str, Any]:
     """Mask (bool), init, final, and the metadata every format carries, of one finished level."""
     job = level_dir(run_dir, level)
     if not is_done(job):
-        names = (p.name.removeprefix("level_") for p in run_dir.glob("level_*") if is_done(p))
-        done = sorted(int(n) for n in names if n.isdigit())
+        done = finished_levels(run_dir)
         raise TicketlabError(f"level {level} of {run_dir} is missing or unfinished "
                              f"(finished levels: {', '.join(map(str, done)) or 'none'})")
     experiment_file = run_dir.parent / CONFIG
@@ -77,9 +77,8 @@ def _read_level(run_dir: Path, level: int) -> dict[str, Any]:
         raise TicketlabError(f"{run_dir} is not a seed folder of a run store: {experiment_file} is missing")
     experiment, mask = read_json(experiment_file), Mask.load(job / MASK)
     summary = read_summary(job)
-    seed = run_dir.name.removeprefix("seed_")
     metadata = {"experiment_hash": experiment["hash"], "config": experiment["config"],
-                "provenance": experiment.get("provenance"), "seed": int(seed) if seed.isdigit() else None,
+                "provenance": experiment.get("provenance"), "seed": seed_of(run_dir),
                 "level": level, "start_step": summary["start_step"], "density": mask.density(),
                 "layer_density": mask.layer_density()}
     return {"mask": mask.tensors, "init": load_weights(job / INIT),

@@ -86,6 +86,12 @@ def seed_dirs(experiment: Path) -> list[Path]:
     return sorted((d for d in experiment.glob("seed_*") if seed_of(d) is not None), key=seed_of)
 
 
+def finished_levels(replicate: Path) -> list[int]:
+    """The numbers of a replicate's finished levels."""
+    names = (p.name.removeprefix("level_") for p in replicate.glob("level_*") if is_done(p))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
 def job_summaries(replicate: Path) -> list[Path]:
     """summary.json of every finished level and control of a replicate (level 0 through its link)."""
     return sorted(replicate.glob(f"level_*/{SUMMARY}")) + sorted(replicate.glob(f"level_*/control_*/{SUMMARY}"))
