@@ -50,13 +50,8 @@ def prefix_job(rep: Replicate, step: int) -> Job:
 @register_kind("dense")
 def run_dense(job: Job, rt: Runtime) -> None:
     rep: Replicate = job.params["rep"]
-    data = rt.data(rep.config.dataset, rep.fingerprint)
-    model = rt.model(rep.config, data, rep.seeds["init"])
-    info = {"level": 0, "rewind_step": 0, "retrain": "dense", "lr": rep.config.training.lr, "seed": rep.seed,
-            "seeds": rep.seeds}
-    run_training(rt.path(job.folder), model=model, data=data, training=rep.config.training, mask=Mask.ones(model),
-                 start=model.state_dict(), start_step=0, data_seed=rep.seeds["data"], budget=None, info=info,
-                 label=job.describe(), progress=rt.progress, checkpoint_every=rt.options.checkpoint_every)
+    _train_dense(job, rt, rep.config.training, {"level": 0, "rewind_step": 0, "retrain": "dense",
+                                                "lr": rep.config.training.lr})
 
 
 @register_kind("prefix")
@@ -64,13 +59,19 @@ def run_prefix(job: Job, rt: Runtime) -> None:
     """The dense run's first `step` steps: the same weights the full run has at that step."""
     rep: Replicate = job.params["rep"]
     step = job.params["step"]
+    _train_dense(job, rt, dataclasses.replace(rep.config.training, train_steps=step),
+                 {"level": 0, "dense_prefix_steps": step})
+
+
+def _train_dense(job: Job, rt: Runtime, training: TrainingHparams, info: dict[str, Any]) -> None:
+    """The dense network from theta_0 (drawn from the replicate's init seed) for `training`'s steps."""
+    rep: Replicate = job.params["rep"]
     data = rt.data(rep.config.dataset, rep.fingerprint)
     model = rt.model(rep.config, data, rep.seeds["init"])
-    training = dataclasses.replace(rep.config.training, train_steps=step)
-    info = {"level": 0, "dense_prefix_steps": step, "seed": rep.seed, "seeds": rep.seeds}
     run_training(rt.path(job.folder), model=model, data=data, training=training, mask=Mask.ones(model),
-                 start=model.state_dict(), start_step=0, data_seed=rep.seeds["data"], budget=None, info=info,
-                 label=job.describe(), progress=rt.progress, checkpoint_every=rt.options.checkpoint_every)
+                 start=model.state_dict(), start_step=0, data_seed=rep.seeds["data"], budget=None,
+                 info={**info, "seed": rep.seed, "seeds": rep.seeds}, label=job.describe(), progress=rt.progress,
+                 checkpoint_every=rt.options.checkpoint_every)
 
 
 @register_kind("level")
