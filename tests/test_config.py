@@ -5,6 +5,7 @@ import pytest
 from ticketlab import TicketlabError, build_config
 from ticketlab.config import parse_steps
 from ticketlab.data import dataset_info
+from ticketlab.pruning import ALLOCATIONS, register_allocation
 
 
 def test_presets_follow_the_paper():
@@ -112,3 +113,38 @@ def test_a_model_the_registry_does_not_know_has_no_preset():
 def test_bad_values_behind_epochs_raise_one_clear_error(overrides, message):
     with pytest.raises(TicketlabError, match=message):
         build_config(overrides)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 99999999999999999999999, True, False])
+def test_a_seed_out_of_range_or_not_a_number_is_one_clear_error(seed):
+    with pytest.raises(TicketlabError, match=rf"^seed must be a whole number in \[0, 2\^63 - 1\], got {seed!r}$"):
+        build_config({"seed": seed})
+
+
+def test_the_seed_range_is_inclusive():
+    assert build_config({"seed": 0}).seed == 0
+    assert build_config({"seed": 2**63 - 1}).seed == 2**63 - 1
+
+
+def test_the_strategy_names_a_registered_allocation():
+    assert build_config({"pruning": {"strategy": "uniform"}}).pruning.strategy == "uniform"
+    with pytest.raises(TicketlabError, match=r"^pruning\.strategy must be one of layerwise, global, uniform\b.*"
+                                             r"got 'erk'$"):
+        build_config({"pruning": {"strategy": "erk"}})
+
+
+def test_a_user_registered_allocation_is_a_valid_strategy():
+    name = "test_config_every_layer_whole"
+
+    @register_allocation(name)
+    def whole(layers, density, hp):  # noqa: ANN001, ANN202
+        return {(k,): info.size for k, info in layers.items()}
+
+    try:
+        assert build_config({"pruning": {"strategy": name}}).pruning.strategy == name
+        with pytest.raises(TicketlabError, match=f"must be one of .*{name}"):
+            build_config({"pruning": {"strategy": "nope"}})
+    finally:
+        ALLOCATIONS.pop(name)
+    with pytest.raises(TicketlabError, match="pruning.strategy must be one of"):
+        build_config({"pruning": {"strategy": name}})

@@ -12,6 +12,7 @@ from typing import Any
 from .config import RunConfig, load_toml, merge
 from .configure import build_config
 from .errors import TicketlabError
+from .pruning import ALLOCATIONS
 
 # flag -> (section, key); a flag left unset leaves the preset/config file value alone.
 FLAG_FIELDS = {
@@ -28,6 +29,17 @@ FLAG_FIELDS = {
 }
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type of a count that must be a whole number >= 1 (replicates, draws, threads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not a usage dump
         self.exit(2, f"ticketlab: error: {message} (see ticketlab {self.prog.split()[-1]} --help)\n")
@@ -38,8 +50,8 @@ def _add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-download", action="store_true", help="never download missing data")
     p.add_argument("--out", default=None, help="run store root (default ./runs or $TICKETLAB_RUNS)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1). Results are "
-                   "stored per thread count: other counts change their last bits")
+    p.add_argument("--threads", type=_at_least_one, default=1, help="torch threads per job (default 1). Results "
+                   "are stored per thread count: other counts change their last bits")
     p.add_argument("--workers", default="auto", help="parallel worker processes for independent jobs "
                    "(replicates, controls); auto: one per core when there are such jobs, else 1")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between resumable checkpoints")
@@ -73,17 +85,18 @@ def _add_run_flags(p: argparse.ArgumentParser, lottery: bool) -> None:
         p.add_argument("--retrain", choices=["rewind", "lr_rewind", "finetune", "scratch"],
                        help="how pruned levels retrain (default rewind: the LTH)")
         p.add_argument("--finetune-lr", type=float, help="LR of --retrain finetune (default: the schedule's last)")
-        p.add_argument("--strategy", choices=["layerwise", "global"])
+        p.add_argument("--strategy", help="how survivors are allocated to layers: a registered allocation "
+                       f"({', '.join(ALLOCATIONS)}; default: the model's preset)")
         p.add_argument("--prune-rate", type=float, help="fraction of surviving weights pruned per level")
         p.add_argument("--output-rate", type=float, help="rate for the output layer (paper: half the rate)")
         p.add_argument("--conv-rate", type=float, help="rate for conv layers (layer-wise)")
         p.add_argument("--controls", help="comma list of reinit, sign_reinit, random_prune, shuffle, noise, "
                        "oneshot: branches of each level trained like the ticket")
-        p.add_argument("--control-reps", type=int, default=1, help="draws of each random control per replicate "
-                       "(oneshot is deterministic: always one)")
+        p.add_argument("--control-reps", type=_at_least_one, default=1, help="draws of each random control per "
+                       "replicate (oneshot is deterministic: always one)")
         p.add_argument("--noise-scales", help="noise control scales x layer init std (default 0.5,1,2,3)")
         p.add_argument("--control-levels", help="levels to branch controls from: all (default) or e.g. 1-3,5")
-    p.add_argument("--replicates", type=int, default=1, help="seeds seed, seed+1, ... (default 1)")
+    p.add_argument("--replicates", type=_at_least_one, default=1, help="seeds seed, seed+1, ... (default 1)")
     _add_common_flags(p)
 
 
@@ -95,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     _add_run_flags(tr, lottery=False)
     tr.add_argument("--ticket", metavar="FILE", help="train this ticket (export --format safetensors) under the "
                     "recipe given here")
-    tr.add_argument("--ticket-start", choices=["stored", "own"], default="stored", help="stored: the file's "
+    tr.add_argument("--ticket-start", choices=["stored", "own"], help="with --ticket: stored: the file's "
                     "weights at its start step (default); own: this model's initial weights at step 0")
     st = sub.add_parser("stability", help="instability analysis: error barrier between two copies trained "
                         "from the state at step k with different data orders")
@@ -223,13 +236,21 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
             "download": not args.no_download, "checkpoint_every": args.checkpoint_every}
 
 
+def _check_device(args: argparse.Namespace) -> None:
+    """The device must exist on this machine: said before any data are loaded or folder is written."""
+    from .jobs import parse_device
+
+    parse_device(args.device)
+
+
 def run(args: argparse.Namespace) -> int:
     from .experiments.study import StudyPlan, parse_controls, run_study, train_ticket
     from .report.aggregate import aggregate, collect
 
+    _check_device(args)
+    if getattr(args, "ticket_start", None) and not args.ticket:
+        raise TicketlabError("--ticket-start needs --ticket FILE")
     config = config_from_args(args, args.command)
-    if args.replicates < 1:
-        raise TicketlabError(f"--replicates must be at least 1, got {args.replicates}")
     controls = ()
     if args.command == "lottery" and args.controls:
         try:
@@ -241,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
                      control_levels=_levels(getattr(args, "control_levels", None)))
     workers = _workers(args.workers, plan.replicates > 1 or bool(plan.controls))
     if getattr(args, "ticket", None):
-        result = train_ticket(config, args.ticket, replicates=args.replicates, start=args.ticket_start,
+        result = train_ticket(config, args.ticket, replicates=args.replicates, start=args.ticket_start or "stored",
                               workers=workers, **_run_options(args))
     else:
         result = run_study(plan, workers=workers, **_run_options(args))
@@ -293,6 +314,7 @@ def stability(args: argparse.Namespace) -> int:
     from .experiments.stability import StabilitySpec
     from .experiments.study import StudyPlan, run_study
 
+    _check_device(args)
     levels = _levels(args.at_levels) or (0,)
     try:
         steps = [int(x) for x in args.steps.split(",")]
@@ -337,6 +359,7 @@ def export(args: argparse.Namespace) -> int:
 def reproduce(args: argparse.Namespace) -> int:
     from .experiments.reproduce import reproduce as run_recipe
 
+    _check_device(args)
     _, files = run_recipe(args.recipe, dataset=args.dataset, budget=args.budget, report_dir=args.report_dir,
                           workers=_workers(args.workers, True), **_run_options(args))
     for kind, path in files.items():

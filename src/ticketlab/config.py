@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, get_args, get_origin, get_type_hints
 
 from .errors import TicketlabError
+from .seeds import check_seed
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class TrainingHparams:
 
 @dataclass(frozen=True)
 class PruningHparams:
-    strategy: str = "layerwise"  # layerwise | global
+    strategy: str = "layerwise"  # a registered allocation: layerwise | global | uniform | ...
     rate: float = 0.2  # fraction of the surviving weights pruned per level
     conv_rate: float | None = None  # rate for conv layers (layer-wise); None: `rate`
     output_rate: float | None = None  # rate for the last prunable layer; None: as its kind
@@ -254,6 +255,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 def validate(c: RunConfig) -> None:
+    """Every check that needs no registry. pruning.strategy names an allocation of the pruning registry,
+    which sits above this module: `ticketlab.configure.build_config` checks it."""
+
+    check_seed(c.seed)
     t, p, lot = c.training, c.pruning, c.lottery
     checks = [
         (c.kind in ("lottery", "train"), f"kind must be lottery or train, got {c.kind!r}"),
@@ -270,7 +275,6 @@ def validate(c: RunConfig) -> None:
         (not t.nesterov or (t.optimizer == "sgd" and t.momentum > 0), "training.nesterov needs sgd with momentum > 0"),
         (t.weight_decay >= 0, f"training.weight_decay must be >= 0, got {t.weight_decay}"),
         (list(t.milestones) == sorted(t.milestones), "training.milestones must be increasing"),
-        (p.strategy in ("layerwise", "global"), f"pruning.strategy must be layerwise or global, got {p.strategy!r}"),
         (lot.levels >= 0, f"lottery.levels must be >= 0, got {lot.levels}"),
         (lot.retrain in RETRAIN_MODES,
          f"lottery.retrain must be one of {', '.join(RETRAIN_MODES)}, got {lot.retrain!r}"),

@@ -1,7 +1,8 @@
 """Building a run's config from layers: dataclass defaults <- the model's preset <- overrides.
 
 This module sits above `config` (the dataclasses, parsing and validation), `models` (whose registry holds
-the presets) and `data` (whose registry knows each data set's size), so `config` never imports upward.
+the presets), `data` (whose registry knows each data set's size) and `pruning` (whose registry of
+allocations names the valid pruning.strategy values), so `config` never imports upward.
 Durations given in epochs ("2ep", "1ep10it") become steps here, from the data set's size:
 steps per epoch = (training examples - dataset.val_size) // training.batch_size, as the training loop
 draws its batches, with every value as it stands after the preset and the overrides.
@@ -16,6 +17,8 @@ from .config import (DatasetHparams, ModelHparams, RunConfig, TrainingHparams, _
 from .data import DATASETS
 from .errors import TicketlabError
 from .models import preset_for
+from .pruning import ALLOCATIONS
+from .seeds import check_seed
 
 
 def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None) -> RunConfig:
@@ -27,14 +30,26 @@ def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None) 
     if not isinstance(overrides, dict):
         raise TicketlabError(f"config overrides must be a dict of sections, got {overrides!r}")
     check_top_level(overrides)
+    if isinstance(overrides.get("seed"), bool):  # TOML `seed = true`: the seed's own message, not "expected int"
+        check_seed(overrides["seed"])
     model = overrides.get("model", {})
     model_name = model.get("name", ModelHparams.name) if isinstance(model, dict) else ModelHparams.name
     layers = merge(preset_for(str(model_name)), overrides)
     if steps_per_epoch is None:
-        return config_from_layers(layers, lambda: steps_per_epoch_for(layers))
-    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+        config = config_from_layers(layers, lambda: steps_per_epoch_for(layers))
+    elif isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
         raise TicketlabError(f"steps_per_epoch must be a whole number >= 1, got {steps_per_epoch!r}")
-    return config_from_layers(layers, steps_per_epoch)
+    else:
+        config = config_from_layers(layers, steps_per_epoch)
+    check_strategy(config.pruning.strategy)
+    return config
+
+
+def check_strategy(strategy: str) -> None:
+    """pruning.strategy must name an allocation of the pruning registry (built-in or user-registered)."""
+    if strategy not in ALLOCATIONS:
+        raise TicketlabError(f"pruning.strategy must be one of {', '.join(ALLOCATIONS)} (the registered "
+                             f"allocations), got {strategy!r}")
 
 
 def steps_per_epoch_for(layers: dict[str, Any]) -> int:
@@ -63,4 +78,4 @@ def _table(layers: dict[str, Any], section: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-__all__ = ["build_config", "steps_per_epoch_for"]
+__all__ = ["build_config", "check_strategy", "steps_per_epoch_for"]

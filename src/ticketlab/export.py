@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils import prune
@@ -108,9 +108,12 @@ def _save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
 def _read_safetensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not Path(path).is_file():
         raise TicketlabError(f"ticket file not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    except (SafetensorError, json.JSONDecodeError, OSError) as e:
+        raise TicketlabError(f"{path} is not a ticketlab ticket: {str(e).strip().splitlines()[0]}") from None
     return tensors, metadata
 
 

@@ -22,7 +22,8 @@ from .. import store
 from ..config import RunConfig
 from ..identity import dense_identity, digest, lottery_identity, model_signature, numerics
 from ..jobs import Runtime
-from ..seeds import check_seed, streams
+from ..errors import TicketlabError
+from ..seeds import MAX_SEED, check_seed, streams
 
 
 @dataclass(frozen=True)
@@ -62,24 +63,25 @@ class Replicate:
         return self.prefix(k) if k > 0 else None
 
 
-def dense_experiment(config: RunConfig, runtime: Runtime) -> tuple[dict[str, Any], Path]:
-    """The dense experiment of `config` (identity and folder, its config.json written): the data are loaded
-    and the model built once here to know what they are."""
+def dense_experiment(config: RunConfig, runtime: Runtime, record: bool = True) -> tuple[dict[str, Any], Path]:
+    """The dense experiment of `config`: identity and folder (its config.json written if `record`). The
+    data are loaded and the model built once here to know what they are."""
     data = runtime.data(config.dataset)
     model = runtime.model(config, data, streams(config.seed)["init"])
     numeric = numerics(runtime.device, runtime.options.threads)
     identity = dense_identity(config, data.fingerprint, model_signature(model), numeric)
     folder = store.experiment_dir(runtime.root, "train", digest(identity))
-    body = config.to_dict()
-    store.record_experiment(folder, {"kind": "train", "hash": digest(identity), "identity": identity,
-                                     "config": {k: body[k] for k in ("dataset", "model", "training")}}, provenance)
+    if record:
+        body = config.to_dict()
+        store.record_experiment(folder, {"kind": "train", "hash": digest(identity), "identity": identity,
+                                         "config": {k: body[k] for k in ("dataset", "model", "training")}},
+                                provenance)
     return identity, folder
 
 
 def resolve(config: RunConfig, seeds: list[int], runtime: Runtime) -> list[Replicate]:
     """The replicates of `config`: its experiments' folders (config.json written) and level-0 links."""
-    for s in seeds:
-        check_seed(s)
+    check_seeds(seeds)
     dense_id, dense_exp = dense_experiment(config, runtime)
     lottery_exp = None
     if config.kind == "lottery":
@@ -99,6 +101,15 @@ def resolve(config: RunConfig, seeds: list[int], runtime: Runtime) -> list[Repli
             store.link(store.level_dir(runtime.path(rep.lottery), 0), runtime.path(rep.level(0)))
         out.append(rep)
     return out
+
+
+def check_seeds(seeds: list[int]) -> None:
+    """Every replicate's seed in range, said in terms of what the user gave (the first seed and the count)."""
+    for s in seeds:
+        if s != seeds[0] and isinstance(s, int) and s > MAX_SEED:
+            raise TicketlabError(f"seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} replicates) go past the largest "
+                                 f"seed, {MAX_SEED}: start lower or ask for fewer replicates")
+        check_seed(s)
 
 
 def relative(path: Path, runtime: Runtime) -> str:

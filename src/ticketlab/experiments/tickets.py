@@ -24,9 +24,9 @@ from ..export import load_ticket
 from ..identity import digest
 from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
-from ..seeds import check_seed, streams
+from ..seeds import streams
 from .job import run_training
-from .plan import dense_experiment, provenance, relative
+from .plan import check_seeds, dense_experiment, provenance, relative
 
 STARTS = ("stored", "own")
 
@@ -36,6 +36,7 @@ def ticket_jobs(config: RunConfig, path: str | Path, seeds: list[int], runtime: 
     """The ticket experiment's folder and one job per seed; the mask is checked against the model here."""
     if start not in STARTS:
         raise TicketlabError(f"unknown ticket start {start!r}; choose one of: {', '.join(STARTS)}")
+    check_seeds(seeds)
     ticket = load_ticket(path)
     data = runtime.data(config.dataset)
     model = runtime.model(config, data, streams(config.seed)["init"])
@@ -46,8 +47,12 @@ def ticket_jobs(config: RunConfig, path: str | Path, seeds: list[int], runtime: 
         if {k: tuple(v.shape) for k, v in ticket["init"].items()} != own:
             raise TicketlabError(f"{path}: its stored weights do not fit this model (names or shapes differ); "
                                  f"use the model's own initial weights instead (start 'own')")
+        start_step = int(ticket["metadata"].get("start_step", 0))
+        if start_step >= config.training.train_steps:  # said here, before any folder is written
+            raise TicketlabError(f"the ticket starts at step {start_step}, at or past this run's "
+                                 f"{config.training.train_steps} training steps")
     file_digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    dense_id, _ = dense_experiment(config, runtime)
+    dense_id, _ = dense_experiment(config, runtime, record=False)
     identity = {"dense": dense_id, "ticket": file_digest, "start": start}
     folder = store.experiment_dir(runtime.root, "ticket", digest(identity))
     body = config.to_dict()
@@ -58,7 +63,6 @@ def ticket_jobs(config: RunConfig, path: str | Path, seeds: list[int], runtime: 
     level = int(ticket["metadata"].get("level", 0))
     jobs = []
     for s in seeds:
-        check_seed(s)
         job_folder = relative(store.level_dir(store.seed_dir(folder, s), level), runtime)
         params = {"config": dataclasses.replace(config, seed=s), "fingerprint": data.fingerprint,
                   "file": str(Path(path).resolve()), "digest": file_digest, "start": start, "level": level}
@@ -82,9 +86,6 @@ def run_ticket(job: Job, rt: Runtime) -> None:
         start_step = int(ticket["metadata"].get("start_step", 0))
     else:
         start, start_step = model.state_dict(), 0
-    if start_step >= config.training.train_steps:
-        raise TicketlabError(f"the ticket starts at step {start_step}, at or past this run's "
-                             f"{config.training.train_steps} training steps")
     info = {"level": p["level"], "variant": "ticket", "ticket_file": p["file"], "ticket_digest": p["digest"],
             "ticket_start": p["start"], "rewind_step": start_step, "seed": config.seed, "seeds": seeds}
     run_training(rt.path(job.folder), model=model, data=data, training=config.training, mask=mask, start=start,

@@ -84,14 +84,13 @@ def _kept(layers: dict[str, LayerInfo], rates: dict[str, float], level: float) -
 
 
 def ladder_density(layers: dict[str, LayerInfo], hp: PruningHparams, level: float) -> float:
-    """IMP's density after `level` rounds at hp's rates, unrounded. Global: one rate `hp.rate` over the pooled
-    layers, ignored layers kept; otherwise (layer-wise) each layer at its own rate (`layer_rates`)."""
+    """IMP's density after `level` rounds at hp's rates, unrounded. Layer-wise: each layer at its own rate
+    (`layer_rates`); any other allocation (global, uniform, a user's): one rate `hp.rate` over the pooled
+    layers, ignored layers kept."""
     total = sum(info.size for info in layers.values())
-    if hp.strategy == "global":
-        _rates(layers, hp)  # the same name checks as layer-wise
+    rates = _rates(layers, hp)  # also checks the layer names the config gives
+    if hp.strategy != "layerwise":
         rates = {k: 0.0 if k in hp.ignore else hp.rate for k in layers}
-    else:
-        rates = _rates(layers, hp)
     return _kept(layers, rates, level) / total
 
 
