@@ -342,15 +342,16 @@ def stability(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
+    from . import store
     from .export import export_ticket
 
     run_dir = Path(args.run_dir)
-    seeds = sorted(run_dir.glob("seed_*"))
-    if (run_dir / "config.json").is_file():  # an experiment folder: its only replicate
+    if store.is_experiment(run_dir):  # an experiment folder: its only replicate
+        seeds = store.seed_dirs(run_dir)
         if len(seeds) != 1:
             raise TicketlabError(f"{run_dir} holds {len(seeds)} replicates; name one: {run_dir}/seed_<s>")
         run_dir = seeds[0]
-    path = export_ticket(run_dir, args.level, args.format, args.out or run_dir / f"level_{args.level}",
+    path = export_ticket(run_dir, args.level, args.format, args.out or store.level_dir(run_dir, args.level),
                          batch_size=args.batch_size)
     print(path)
     return 0

@@ -105,8 +105,13 @@ def run_study(plan: StudyPlan, *, workers: int = 1, data: DataSplits | None = No
     if data is not None:
         runtime.add_data(plan.config.dataset, data)
     reps, jobs = plan_jobs(plan, runtime)
-    (LocalExecutor(workers) if workers > 1 else SerialExecutor(runtime)).run(jobs, runtime.options)
+    execute_all(jobs, runtime, workers)
     return read_back(plan, reps, jobs, runtime.root)
+
+
+def execute_all(jobs: list[Job], runtime: Runtime, workers: int) -> None:
+    """The local executor's worker processes for workers > 1, else this process (its loaded data reused)."""
+    (LocalExecutor(workers) if workers > 1 else SerialExecutor(runtime)).run(jobs, runtime.options)
 
 
 def read_back(plan: StudyPlan, reps: list[Replicate], jobs: list[Job], root: Path) -> StudyResult:
@@ -116,8 +121,8 @@ def read_back(plan: StudyPlan, reps: list[Replicate], jobs: list[Job], root: Pat
         mine = [j for j in jobs if j.params.get("rep") == rep]
         result.replicates[rep.seed] = {
             "run_dir": root / rep.home,
-            "levels": [store.read_summary(root / rep.level(lvl)) for lvl in range((plan.levels or 0) + 1)
-                       if plan.levels is not None],
+            "levels": [] if plan.levels is None else [store.read_summary(root / rep.level(level))
+                                                      for level in range(plan.levels + 1)],
             "controls": [store.read_summary(root / j.folder) for j in mine if j.kind == "control"],
             "stability": [store.read_json(root / j.folder / store.STABILITY) for j in mine if j.kind == "stability"]}
     return result
@@ -134,7 +139,7 @@ def train_ticket(config: RunConfig, path: str | Path, *, replicates: int = 1, st
     if data is not None:
         runtime.add_data(config.dataset, data)
     folder, jobs = ticket_jobs(config, path, [config.seed + r for r in range(replicates)], runtime, start)
-    (LocalExecutor(workers) if workers > 1 else SerialExecutor(runtime)).run(jobs, runtime.options)
+    execute_all(jobs, runtime, workers)
     result = StudyResult(folder)
     for job in jobs:
         seed = job.params["config"].seed
