@@ -15,6 +15,7 @@ from .prune import budget_for, prune
 from .schedules import SCHEDULES, Schedule, imp_ladder, register_schedule
 from .scorers import SCORERS, Batch, Scorer, register_scorer
 from .structure import apply_budget, budget_met, keep_top_k
+from . import grasp, snip, synflow  # noqa: F401,E402  (registration of the pruning-at-initialisation scorers)
 
 __all__ = ["prune", "budget_for", "apply_budget", "budget_met", "keep_top_k", "round_half_up", "layer_rates",
            "ladder_density", "imp_ladder", "LayerInfo", "layers_of", "budget_counts", "SCORERS", "ALLOCATIONS",

@@ -157,8 +157,68 @@ def uniform(layers: dict[str, LayerInfo], density: float, hp: PruningHparams) ->
             **_ignored(layers, hp)}
 
 
-# More allocations (ERK, balanced, pyramidal...) go here: one function with the signature above, decorated
-# with @register_allocation("name"); `prune(..., allocation="name")` and configs can then name it.
+# ---- Layer densities of random masks (Liu et al. 2022, "The unreasonable effectiveness of random pruning";
+# REFERENCE.md 4.5). Each gives the non-ignored layers densities d_l with sum d_l n_l = the kept share; a
+# layer whose formula asks for more than all of its weights keeps all, and the rest is shared again. A new
+# one is one function with the signature above and @register_allocation("name").
+
+
+def _capped(pooled: list[str], layers: dict[str, LayerInfo], kept: float, share) -> dict[str, float]:  # noqa: ANN001
+    """Densities d_l = share(free layers, weights left)[l] capped at 1, re-solved for the layers left free
+    until none is over: the total is `kept` whenever it is reachable."""
+    dense: set[str] = set()
+    while True:
+        free = [k for k in pooled if k not in dense]
+        left = kept - sum(layers[k].size for k in dense)
+        density = share(free, left) if free else {}
+        over = [k for k in free if density[k] > 1]
+        if not over:
+            return {**density, **dict.fromkeys(dense, 1.0)}
+        dense.update(over)
+
+
+def _budget_from(layers: dict[str, LayerInfo], hp: PruningHparams, densities: dict[str, float]) -> Budget:
+    return {**{(k,): min(round_half_up(layers[k].size * d), layers[k].size) for k, d in densities.items()},
+            **_ignored(layers, hp)}
+
+
+@register_allocation("erk")
+def erk(layers: dict[str, LayerInfo], density: float, hp: PruningHparams) -> Budget:
+    """Erdos-Renyi-Kernel: d_l proportional to sum(shape) / prod(shape) (e.g. (c_out + c_in + k_h + k_w) /
+    (c_out c_in k_h k_w)): small layers denser, large ones sparser."""
+    pooled, kept = _pooled_share(layers, density, hp)
+    raw = {k: sum(layers[k].shape) / layers[k].size for k in pooled}
+
+    def share(free: list[str], left: float) -> dict[str, float]:
+        scale = left / sum(raw[k] * layers[k].size for k in free)
+        return {k: scale * raw[k] for k in free}
+
+    return _budget_from(layers, hp, _capped(pooled, layers, kept, share))
+
+
+@register_allocation("balanced")
+def balanced(layers: dict[str, LayerInfo], density: float, hp: PruningHparams) -> Budget:
+    """Every layer keeps the same number of weights, X = kept / L (a layer smaller than X keeps all)."""
+    pooled, kept = _pooled_share(layers, density, hp)
+    return _budget_from(layers, hp, _capped(pooled, layers, kept,
+                                            lambda free, left: {k: left / len(free) / layers[k].size for k in free}))
+
+
+@register_allocation("pyramidal")
+def pyramidal(layers: dict[str, LayerInfo], density: float, hp: PruningHparams) -> Budget:
+    """d_l = r^l for the l-th non-ignored layer (l = 1, 2, ...: deeper layers sparser), with r in (0, 1]
+    solving sum_l n_l r^l = kept (bisection)."""
+    pooled, kept = _pooled_share(layers, density, hp)
+
+    def total(r: float) -> float:
+        return math.fsum(layers[k].size * r ** (i + 1) for i, k in enumerate(pooled))
+
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if total(mid) < kept else (lo, mid)
+    r = (lo + hi) / 2
+    return _budget_from(layers, hp, {k: r ** (i + 1) for i, k in enumerate(pooled)})
 
 
 def budget_counts(budget: Budget) -> dict[str, int]:

@@ -8,7 +8,9 @@ mode and the global RNG (draw from the generator given); `prune` checks this and
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+import copy
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -32,3 +34,27 @@ def magnitude(model: nn.Module, batch: Batch | None, mask: Mask, generator: torc
 def random(model: nn.Module, batch: Batch | None, mask: Mask, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Uniform scores from `generator`, drawn on the CPU (the same on every device) and moved to the weight's."""
     return {k: torch.rand(p.shape, generator=generator).to(p.device) for k, p in prunable(model).items()}
+
+
+@contextlib.contextmanager
+def scoring_copy(model: nn.Module, mask: Mask, dtype: torch.dtype | None = None) -> Iterator[nn.Module]:
+    """A deep copy of `model` with the mask applied to its weights (and cast to `dtype`), under a forked RNG:
+    scorers that need gradients or other weights work on it, so the model itself, its BN statistics, its
+    gradients and the global RNG stay exactly as they were."""
+    copy_ = copy.deepcopy(model)
+    if dtype is not None:
+        copy_ = copy_.to(dtype)
+    with torch.no_grad():
+        for name, p in prunable(copy_).items():
+            p.mul_(mask[name].to(p.device, p.dtype))
+            p.grad = None
+    devices = [p.device.index or 0 for p in copy_.parameters() if p.is_cuda][:1]
+    with torch.random.fork_rng(devices=devices):
+        yield copy_
+
+
+def weight_gradients(model: nn.Module, loss: torch.Tensor, create_graph: bool = False) -> dict[str, torch.Tensor]:
+    """d loss / d w for every prunable weight of `model`, without touching .grad."""
+    params = prunable(model)
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph, allow_unused=True)
+    return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), grads)}
