@@ -26,8 +26,9 @@ def test_lottery_json_output(tmp_path):
     assert Path(result["run_dir"]).is_dir()
     assert [lvl["level"] for lvl in result["levels"]] == [0, 1, 2]
     first = result["levels"][1]
-    assert set(first) == {"level", "density", "layer_density", "early_stop_step", "early_stop_test_accuracy",
-                          "final_test_accuracy"}
+    assert set(first) == {"level", "density", "layer_density", "status", "diverged_at_step", "early_stop_step",
+                          "early_stop_test_accuracy", "final_test_accuracy"}
+    assert first["status"] == "ok" and first["diverged_at_step"] is None
     assert first["layer_density"]["out.weight"] == 144 / 160
     assert 0.3 < first["final_test_accuracy"] <= 1.0  # it learned: 10 classes, chance is 0.1
 
@@ -198,12 +199,13 @@ def test_report_export_and_reproduce_commands(tmp_path):
     assert variants == {(v, lvl) for v in ("ticket", "reinit") for lvl in range(3)}
     assert all(e["n"] == 2 for e in result["table"])
     exp = result["experiment_dir"]
-    csv_out = run_cli("report", exp, "--out", str(tmp_path / "report"), "--csv")
+    # reports and exports go outside the run store (here tmp_path): tmp_path/out is not part of it
+    csv_out = run_cli("report", exp, "--out", str(tmp_path / "out" / "report"), "--csv")
     assert csv_out.returncode == 0, csv_out.stderr
     assert csv_out.stdout.splitlines()[0].startswith("experiment,") and len(csv_out.stdout.splitlines()) == 7
-    assert (tmp_path / "report" / "report.html").is_file()
+    assert (tmp_path / "out" / "report" / "report.html").is_file()
     ticket = run_cli("export", f"{exp}/seed_0", "--level", "2", "--format", "torch-prune", "--out",
-                     str(tmp_path / "t.pt"))
+                     str(tmp_path / "out" / "t.pt"))
     assert ticket.returncode == 0 and Path(ticket.stdout.strip()).is_file(), ticket.stderr
     ambiguous = run_cli("export", exp, "--level", "2")
     assert ambiguous.returncode == 2 and "holds 2 replicates" in ambiguous.stderr

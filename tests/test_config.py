@@ -116,8 +116,8 @@ def test_the_seed_range_is_inclusive():
 def test_the_strategy_names_a_registered_allocation():
     assert build_config({"pruning": {"strategy": "uniform"}}).pruning.strategy == "uniform"
     with pytest.raises(TicketlabError, match=r"^pruning\.strategy must be one of layerwise, global, uniform\b.*"
-                                             r"got 'erk'$"):
-        build_config({"pruning": {"strategy": "erk"}})
+                                             r"got 'sparsest'$"):
+        build_config({"pruning": {"strategy": "sparsest"}})
 
 
 def test_a_user_registered_allocation_is_a_valid_strategy():

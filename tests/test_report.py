@@ -117,7 +117,7 @@ def test_failed_self_check_is_flagged(study, tmp_path):
     summary = read_json(summary_file)
     summary["checks"] = {**summary["checks"], "counts_as_requested": False, "collapsed_layers": ["out.weight"]}
     write_json(summary_file, summary)
-    page = write_report([copy], tmp_path / "report")["html"].read_text()
+    page = write_report([copy], tmp_path / "out" / "report")["html"].read_text()  # tmp_path holds an experiment
     assert "1 job(s) FAILED a self-check" in page
     assert "counts differ from the request" in page and "layer out.weight has no weight left" in page
 

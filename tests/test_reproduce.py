@@ -10,7 +10,7 @@ from ticketlab.experiments.reproduce import reproduce
 def test_quick_lth_lenet_reports_tickets_and_controls_with_replicate_spreads(tmp_path, synthetic):
     overrides = {"training": {"train_steps": 60, "eval_every": 20}, "lottery": {"levels": 2}}
     study, files = reproduce("lth-lenet", dataset="synthetic", budget="quick", overrides=overrides,
-                             data=synthetic, root=tmp_path)
+                             data=synthetic, root=tmp_path / "runs", report_dir=tmp_path / "report")
     assert sorted(study.replicates) == [0, 1, 2]
     table = json.loads(files["json"].read_text())
     cells = {(r["variant"], r["level"]): r for r in table}

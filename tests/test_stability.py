@@ -90,7 +90,7 @@ def test_report_shows_stability_and_compares_retraining_modes(tmp_path, syntheti
         runs.append(run_lottery(config, data=synthetic, root=tmp_path).run_dir.parent)
     _, (result,) = analyse(tmp_path, synthetic, StabilitySpec(step=0, level=1, points=4),
                            config=small_config(lottery={"levels": 1}))
-    files = write_report(runs, tmp_path / "report")
+    files = write_report(runs, tmp_path / "out" / "report")  # outside the store
     page = files["html"].read_text()
     assert "Instability analysis" in page and f"{100 * result['test_barrier']:.2f}" in page
     assert f"{runs[1].name}: retrain=lr_rewind" in page and f"{runs[0].name}: retrain=rewind" in page
@@ -103,6 +103,6 @@ def test_report_of_an_experiment_holding_only_a_stability_analysis(tmp_path, syn
 
     run_dir, (result,) = analyse(tmp_path, synthetic, StabilitySpec(step=0, points=3))
     assert not (run_dir / "level_0" / "summary.json").exists()  # the dense analysis trains no level
-    files = write_report([run_dir.parent], tmp_path / "report")
+    files = write_report([run_dir.parent], tmp_path / "out" / "report")
     page = files["html"].read_text()
     assert "Instability analysis" in page and f"{100 * result['test_barrier']:.2f}" in page

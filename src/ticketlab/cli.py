@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import os
+import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,10 @@ from .config import RunConfig, load_toml, merge
 from .configure import build_config
 from .errors import TicketlabError
 from .pruning import ALLOCATIONS
+
+MAX_REPLICATES = 10_000  # sane bounds: more is a typo (and would take minutes just to plan)
+MAX_PROCESSES = 1024  # --workers, --threads
+MAX_POINTS = 10_000  # stability --points
 
 # flag -> (section, key); a flag left unset leaves the preset/config file value alone.
 FLAG_FIELDS = {
@@ -52,9 +61,15 @@ def _add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     p.add_argument("--threads", type=_at_least_one, default=1, help="torch threads per job (default 1). Results "
                    "are stored per thread count: other counts change their last bits")
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="local: processes on this "
+                   "machine (--workers); ray: one Ray task per job on a Ray cluster (pip install 'ticketlab[ray]')")
+    p.add_argument("--address", default=None, help="with --executor ray: the cluster, auto or HOST:PORT (default: "
+                   "a Ray instance started here with --workers CPUs); --out must be on a file system every "
+                   "machine of the cluster sees at the same path")
     p.add_argument("--workers", default="auto", help="parallel worker processes for independent jobs "
                    "(replicates, controls); auto: one per core when there are such jobs, else 1")
-    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between resumable checkpoints")
+    p.add_argument("--checkpoint-every", type=_at_least_one, default=1000,
+                   help="steps between resumable checkpoints (default 1000)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -121,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--no-bn-recompute", action="store_true", help="keep batch-norm statistics of the ends")
     rep = sub.add_parser("report", help="HTML/Markdown report, figures and tables from stored runs")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="experiment folders or their seed_<s> folders")
-    rep.add_argument("--out", help="report folder (default RUN_DIR/report)")
+    rep.add_argument("--out", help="report folder, outside the run store (default ./report_<experiment>)")
     rep.add_argument("--spread", choices=["minmax", "std"], default="minmax", help="error bars (default min/max)")
     rep.add_argument("--title")
     fmt = rep.add_mutually_exclusive_group()
@@ -132,15 +147,31 @@ def parser() -> argparse.ArgumentParser:
                     "with one replicate")
     ex.add_argument("--level", type=int, required=True)
     ex.add_argument("--format", choices=["safetensors", "dense", "torch-prune", "sparse"], default="safetensors")
-    ex.add_argument("--out", help="file or folder (default: the level's folder)")
-    ex.add_argument("--batch-size", type=int, default=256, help="sparse: the inference batch to optimise for")
+    ex.add_argument("--out", help="file or folder, outside the run store (default: ./ticket_level_<L>.<ext> "
+                    "in the current folder)")
+    ex.add_argument("--batch-size", type=_at_least_one, default=256,
+                    help="sparse: the inference batch to optimise for")
     rp = sub.add_parser("reproduce", help="a paper's experiment in one command, with its report")
     rp.add_argument("recipe", help="lth-lenet")
     rp.add_argument("--dataset", default="fashion_mnist")
     rp.add_argument("--budget", choices=["quick", "full"], default="quick",
                     help="quick: minutes on 2 cores, says so in the report; full: the paper's protocol")
-    rp.add_argument("--report-dir", help="report folder (default <experiment>/report)")
+    rp.add_argument("--report-dir", help="report folder, outside the run store (default ./report_<experiment>)")
     _add_common_flags(rp)
+    cp = sub.add_parser("compare", help="IMP, pruning at initialisation and random masks at the same densities, "
+                        "trained alike, with their sanity checks and a report")
+    _add_run_flags(cp, lottery=True)
+    cp.add_argument("--methods", default="imp,snip,grasp,synflow,magnitude,random,random-erk",
+                    help="comma list of imp, snip, grasp, synflow, magnitude, random, random-erk, random-balanced, "
+                    "random-pyramidal (default: all but the last two)")
+    cp.add_argument("--densities", default="0.2,0.05,0.01", help="weights kept, each in (0, 1) (default "
+                    "0.2,0.05,0.01); IMP is read at its nearest ladder level")
+    cp.add_argument("--checks", default="shuffle,reinit,invert", help="sanity checks of every method: shuffle, "
+                    "reinit, invert, or none (default all three)")
+    cp.add_argument("--report-dir", help="report folder, outside the run store (default ./compare_<model>_<dataset>)")
+    vf = sub.add_parser("verify", help="check a run store: damaged or missing files, leftovers, dangling links")
+    vf.add_argument("path", metavar="PATH", help="a store root, experiment, replicate or job folder")
+    vf.add_argument("--json", action="store_true", help="print the problems as a JSON list")
     return p
 
 
@@ -186,8 +217,13 @@ def _align(rows: list[tuple[str, ...]]) -> str:
 
 def _level_table(levels: list[dict[str, Any]]) -> str:
     rows = [("level", "% weights left", "early-stop step", "test acc @ early stop %", "final test acc %")]
-    rows += [(str(s["level"]), f"{100 * s['density']:.1f}", str(s["early_stop_step"] if s["early_stop_step"] is not
-              None else "-"), _pct(s["early_stop_test_accuracy"]), _pct(s["final_test_accuracy"])) for s in levels]
+    for s in levels:
+        if s.get("status") == "diverged":  # no accuracy to show: where it stopped instead
+            rows.append((str(s["level"]), f"{100 * s['density']:.1f}", f"diverged at step {s['diverged_at_step']}",
+                         "-", "-"))
+            continue
+        rows.append((str(s["level"]), f"{100 * s['density']:.1f}", str(s["early_stop_step"] if s["early_stop_step"]
+                     is not None else "-"), _pct(s["early_stop_test_accuracy"]), _pct(s["final_test_accuracy"])))
     return _align(rows)
 
 
@@ -197,43 +233,65 @@ def _study_table(table: list[dict[str, Any]]) -> str:
     for e in table:
         es, acc, fin = e["early_stop_step"], e["early_stop_test_accuracy"], e["final_test_accuracy"]
         verdict = {True: "yes", False: "no", None: "-"}[e["matching"]]
-        rows.append((str(e["level"]), f"{100 * e['density']:.1f}", e["variant"], str(e["n"]),
+        n = f"{e['n']} (+{e['diverged']} diverged)" if e.get("diverged") else str(e["n"])
+        rows.append((str(e["level"]), f"{100 * e['density']:.1f}", e["variant"], n,
                      "-" if es["mean"] is None else f"{es['mean']:.0f}",
                      f"{_pct(acc['mean'])} [{_pct(acc['min'])}, {_pct(acc['max'])}]", _pct(fin["mean"]), verdict))
     return _align(rows)
 
 
-def _levels(spec: str | None) -> tuple[int, ...] | None:
-    """'all' | '1-3,5' -> level numbers."""
+def _levels(spec: str | None, flag: str = "--control-levels") -> tuple[int, ...] | None:
+    """'all' | '1-3,5' -> level numbers (each in [0, MAX_LEVELS], ranges low-high)."""
+    from .config import MAX_LEVELS
+
     if spec is None or spec == "all":
         return None
     out: list[int] = []
-    try:
-        for part in spec.split(","):
-            lo, _, hi = part.partition("-")
-            out += range(int(lo), int(hi or lo) + 1)
-    except ValueError:
-        raise TicketlabError(f"--control-levels: cannot read {spec!r} (use all, or e.g. 1-3,5)") from None
-    return tuple(out)
+    for part in spec.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise TicketlabError(f"{flag}: cannot read {spec!r} (use all, or e.g. 1-3,5)")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if lo > hi or hi > MAX_LEVELS:
+            raise TicketlabError(f"{flag}: {part.strip()!r} is not a range of levels low-high within "
+                                 f"[0, {MAX_LEVELS:,}] (e.g. 1-3,5)")
+        out += range(lo, hi + 1)
+    return tuple(sorted(set(out)))
 
 
 def _workers(value: str, parallel_work: bool) -> int:
-    import os
-
     if value == "auto":
         return (os.cpu_count() or 1) if parallel_work else 1
-    if not value.isdigit() or int(value) < 1:
-        raise TicketlabError(f"--workers must be auto or a whole number >= 1, got {value!r}")
+    if not re.fullmatch(r"[0-9]+", value) or not 1 <= int(value) <= MAX_PROCESSES:
+        raise TicketlabError(f"--workers must be auto or a whole number in [1, {MAX_PROCESSES}], got {value!r}")
     return int(value)
 
 
+def _check_out(root: Path | str) -> None:
+    """The run store's root must be a folder this process can write (or one it can make): said in one line
+    before anything is loaded, trained or written."""
+    path = Path(root)
+    existing = next(a for a in (path, *path.absolute().parents) if a.exists())
+    if not existing.is_dir():
+        where = "it is a file" if existing == path else f"{existing} is a file"
+        raise TicketlabError(f"cannot write {path}: {where}, not a folder")
+    if hasattr(os, "ST_RDONLY") and os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise TicketlabError(f"cannot write {path}: {os.strerror(errno.EROFS)}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TicketlabError(f"cannot write {path}: {os.strerror(errno.EACCES)}")
+
+
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
-    """run_study's keyword arguments from the common flags."""
+    """run_study's keyword arguments from the common flags; the store's root is checked here."""
     from .store import DEFAULT_ROOT
 
+    if args.threads > MAX_PROCESSES:
+        raise TicketlabError(f"--threads must be at most {MAX_PROCESSES}, got {args.threads:,}")
+    _check_out(args.out or DEFAULT_ROOT)
     return {"root": args.out or DEFAULT_ROOT, "data_dir": args.data_dir, "device": args.device,
             "threads": args.threads, "progress": _progress(args.quiet or args.json),
-            "download": not args.no_download, "checkpoint_every": args.checkpoint_every}
+            "download": not args.no_download, "checkpoint_every": args.checkpoint_every,
+            "executor": args.executor, "address": args.address}
 
 
 def _check_device(args: argparse.Namespace) -> None:
@@ -257,9 +315,18 @@ def run(args: argparse.Namespace) -> int:
             scales = tuple(float(x) for x in args.noise_scales.split(",")) if args.noise_scales else (0.5, 1, 2, 3)
         except ValueError:
             raise TicketlabError(f"--noise-scales: cannot read {args.noise_scales!r} (e.g. 0.5,1,2,3)") from None
+        if not all(0 < x < float("inf") for x in scales):
+            raise TicketlabError(f"--noise-scales: each scale must be > 0 and finite, got {args.noise_scales!r}")
         controls = parse_controls(args.controls, args.control_reps, scales)
     plan = StudyPlan(config, replicates=args.replicates, controls=controls,
                      control_levels=_levels(getattr(args, "control_levels", None)))
+    _check_plan(config, plan.replicates, plan.levels or 0)
+    if plan.control_levels is not None and args.controls:
+        top = config.lottery.levels if config.kind == "lottery" else 0
+        beyond = [lvl for lvl in plan.control_levels if lvl > top]
+        if beyond:
+            raise TicketlabError(f"--control-levels names level(s) {', '.join(map(str, beyond))}, but this run has "
+                                 f"levels 0-{top}")
     workers = _workers(args.workers, plan.replicates > 1 or bool(plan.controls))
     if getattr(args, "ticket", None):
         result = train_ticket(config, args.ticket, replicates=args.replicates, start=args.ticket_start or "stored",
@@ -268,11 +335,13 @@ def run(args: argparse.Namespace) -> int:
         result = run_study(plan, workers=workers, **_run_options(args))
     first = result.replicates[plan.seeds[0]]
     run_dir = first["run_dir"]
-    keys = ("level", "density", "layer_density", "early_stop_step", "early_stop_test_accuracy", "final_test_accuracy")
+    keys = ("level", "density", "layer_density", "status", "diverged_at_step", "early_stop_step",
+            "early_stop_test_accuracy", "final_test_accuracy")
     simple = plan.replicates == 1 and not plan.controls
     table = None if simple else aggregate(collect([r["run_dir"] for r in result.replicates.values()]))
     if args.json:
-        out: dict[str, Any] = {"run_dir": str(run_dir), "levels": [{k: s[k] for k in keys} for s in first["levels"]]}
+        out: dict[str, Any] = {"run_dir": str(run_dir),
+                               "levels": [{k: s.get(k) for k in keys} for s in first["levels"]]}
         if not simple:
             out |= {"experiment_dir": str(result.experiment_dir), "table": table,
                     "replicates": [{"seed": seed, "run_dir": str(r["run_dir"]), "levels": r["levels"],
@@ -285,20 +354,46 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_plan(config: RunConfig, replicates: int, levels: int) -> None:
+    """What needs more than the config, said before anything is loaded or written: every replicate's seed in
+    range, a sane number of replicates, and what only the network can tell (configure.check_model: it builds,
+    the pruning names exist, `levels` leave some weight)."""
+    from .configure import check_data_size, check_model
+    from .seeds import MAX_SEED
+
+    if replicates > MAX_REPLICATES:
+        raise TicketlabError(f"--replicates must be at most {MAX_REPLICATES:,}, got {replicates:,}")
+    if config.seed + replicates - 1 > MAX_SEED:
+        raise TicketlabError(f"seeds {config.seed} to {config.seed + replicates - 1} go past 2^63 - 1: use a "
+                             "smaller --seed")
+    check_data_size(config)
+    check_model(config, levels)
+
+
 def _warn_checks(replicates: dict[int, dict[str, Any]]) -> None:
+    """Self-check warnings on stderr; then, if any job diverged, a TicketlabError naming them (exit 2)."""
+    diverged = []
     for seed, r in replicates.items():
         for s in r["levels"] + r["controls"]:
             if s["checks"]["collapsed_layers"] or not s["checks"]["counts_as_requested"]:
                 print(f"warning: seed {seed} level {s['level']} {s.get('variant', 'ticket')}: "
                       f"collapsed layers {s['checks']['collapsed_layers']}, counts as requested: "
                       f"{s['checks']['counts_as_requested']}", file=sys.stderr)
+            if s.get("status") == "diverged":
+                what = f"seed {seed} level {s['level']}" + (f" {s['variant']}" if "variant" in s else "")
+                diverged.append(f"{what} at step {s['diverged_at_step']}")
+                print(f"warning: {what} diverged at step {s['diverged_at_step']}: "
+                      f"{s.get('diverged_because', 'not finite')}; it has no accuracy", file=sys.stderr)
+    if diverged:
+        raise TicketlabError(f"{len(diverged)} job(s) diverged ({', '.join(diverged)}): their accuracies are "
+                             "left out and nothing is built on them; rerun with a lower --lr")
 
 
 def report(args: argparse.Namespace) -> int:
     from .report.aggregate import experiment_dirs
     from .report.html import write_report
 
-    out = args.out or (experiment_dirs(args.run_dirs)[0][0] / "report")
+    out = args.out or f"report_{experiment_dirs(args.run_dirs)[0][0].name}"  # never inside the run store
     files = write_report(args.run_dirs, out, spread=args.spread, title=args.title)
     if args.json:
         print(Path(files["json"]).read_text())
@@ -315,7 +410,7 @@ def stability(args: argparse.Namespace) -> int:
     from .experiments.study import StudyPlan, run_study
 
     _check_device(args)
-    levels = _levels(args.at_levels) or (0,)
+    levels = _levels(args.at_levels, "--at-levels") or (0,)
     try:
         steps = [int(x) for x in args.steps.split(",")]
     except ValueError:
@@ -324,8 +419,14 @@ def stability(args: argparse.Namespace) -> int:
     specs = tuple(StabilitySpec(step=k, level=level, points=args.points, threshold=args.threshold,
                                 train_eval_size=args.train_eval_size, recompute_bn=not args.no_bn_recompute)
                   for level in levels for k in steps)
+    for spec in specs:  # said before anything is written (the planner checks them again)
+        spec.check(config.training.train_steps)
+    if args.points > MAX_POINTS:
+        raise TicketlabError(f"--points must be at most {MAX_POINTS:,} (each point is an evaluation), got "
+                             f"{args.points:,}")
     plan = StudyPlan(dataclasses.replace(config, lottery=dataclasses.replace(config.lottery, levels=0)),
                      replicates=args.replicates, stability=specs)
+    _check_plan(config, plan.replicates, plan.levels or 0)
     result = run_study(plan, workers=_workers(args.workers, True), **_run_options(args))
     results = [r for rep in result.replicates.values() for r in rep["stability"]]
     if args.json:
@@ -351,7 +452,7 @@ def export(args: argparse.Namespace) -> int:
         if len(seeds) != 1:
             raise TicketlabError(f"{run_dir} holds {len(seeds)} replicates; name one: {run_dir}/seed_<s>")
         run_dir = seeds[0]
-    path = export_ticket(run_dir, args.level, args.format, args.out or store.level_dir(run_dir, args.level),
+    path = export_ticket(run_dir, args.level, args.format, args.out or Path("."),  # never inside the run store
                          batch_size=args.batch_size)
     print(path)
     return 0
@@ -368,22 +469,140 @@ def reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread where it arrives, as Ctrl-C raises KeyboardInterrupt: the same
+    unwinding (atomic writes leave the old file or none; checkpoints stay), then one line and exit 143."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    import multiprocessing
+
+    for child in multiprocessing.active_children():  # worker processes stop with us; their jobs resume later
+        child.terminate()
+    raise Terminated
+
+
+# errno values that say a write failed for a reason the user can fix (disk full, read-only, not a folder, ...)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                 errno.EFBIG, errno.ENAMETOOLONG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _io_message(e: OSError, args: argparse.Namespace) -> str:
+    """An OSError as one line: 'cannot write <path>: <reason>' for a failed write; the path from the error,
+    or else where this command writes."""
+    from .store import DEFAULT_ROOT
+
+    target = {"report": args.out or "the report folder", "export": args.out or "the current folder"}.get(
+        args.command, args.out or DEFAULT_ROOT) if hasattr(args, "out") else None
+    path = e.filename if e.filename is not None else target
+    if path is not None:  # an atomic write's temporary file (.<name>.<random>.tmp): name the file it stands for
+        tmp = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", os.path.basename(os.fsdecode(path)))
+        path = os.path.join(os.path.dirname(os.fsdecode(path)), tmp.group(1)) if tmp else path
+    reason = e.strerror or " ".join(str(e).split()) or type(e).__name__
+    inside = target is not None and path is not None and os.path.abspath(os.fsdecode(path)).startswith(
+        os.path.abspath(os.fsdecode(target)))
+    if e.errno in _WRITE_ERRNOS or e.errno is None or inside:
+        return f"cannot write {path}: {reason}"
+    return f"{path}: {reason}"
+
+
+def _safetensors_os_error(e: Exception) -> OSError | None:
+    """safetensors reports a failed write (e.g. a full disk) as SafetensorError '... (os error 28)': the
+    OSError it stands for, or None for any other SafetensorError."""
+    m = re.search(r"os error (\d+)", str(e))
+    path = re.search(r'at path "([^"]+)"', str(e))
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1))), path and path.group(1)) if m else None
+
+
+def compare(args: argparse.Namespace) -> int:
+    from .data import dataset_info
+    from .experiments.compare import run_compare
+    from .report.html import check_report_dir
+    from .report.methods import write_report
+
+    _check_device(args)
+    config = config_from_args(args, "lottery")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        densities = [float(d) for d in args.densities.split(",") if d.strip()]
+    except ValueError:
+        raise TicketlabError(f"--densities: cannot read {args.densities!r} (e.g. 0.2,0.05,0.01)") from None
+    checks = () if args.checks.strip() in ("", "none") else tuple(c.strip() for c in args.checks.split(","))
+    _check_plan(config, args.replicates, 0)
+    out = Path(args.report_dir or f"compare_{config.model.name}_{config.dataset.name}")
+    check_report_dir(out)  # before any training: the report must not land in the store
+    result = run_compare(config, methods, densities, replicates=args.replicates, checks=checks,
+                         workers=_workers(args.workers, True), **_run_options(args))
+    title = f"{', '.join(methods)} on {config.model.name} / {config.dataset.name}"
+    files = write_report(result, out, title, chance=1 / dataset_info(config.dataset.name).num_classes)
+    if args.json:
+        print(files["json"].read_text())
+    else:
+        print(files["md"].read_text().split("\n## ")[0].strip())
+        for kind, path in files.items():
+            print(f"{kind}: {path}")
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    from .store import verify as verify_store
+
+    problems = verify_store(Path(args.path))
+    if args.json:
+        print(json.dumps(problems))
+    elif problems:
+        print("\n".join(problems))
+        print(f"{len(problems)} problem(s) found")
+    else:
+        print(f"{args.path}: no problems found")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    for name, value in vars(args).items():  # argparse turns `--flag=--` into [] (a CPython bug): one line
+        if isinstance(value, list) and name != "run_dirs":
+            flag = "--" + name.replace("_", "-")
+            sys.stderr.write(f"ticketlab: error: argument {flag}: expected one argument (see ticketlab "
+                             f"{args.command} --help)\n")
+            return 2
+    # SIGTERM (kill, a scheduler, a container stop) ends a run like Ctrl-C: one line, resumable state
+    installed = threading.current_thread() is threading.main_thread()
+    if installed:
+        previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return {"lottery": run, "train": run, "report": report, "reproduce": reproduce,
-                "stability": stability, "export": export}[args.command](args)
+                "stability": stability, "export": export, "compare": compare,
+                "verify": verify}[args.command](args)
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `ticketlab ... | head`: the reader left, nothing to report
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("ticketlab: interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
-        return 130
+    except OSError as e:  # a full or read-only disk, --out a file, ...: once here, not at every write
+        print(f"ticketlab: error: {_io_message(e, args)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        if installed:  # a second signal now would interrupt this line
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("SIGINT", 130)
+        print(f"ticketlab: stopped by {name}; rerun the same command to resume", file=sys.stderr)
+        return code
+    except Exception as e:
+        from safetensors import SafetensorError
+
+        cause = _safetensors_os_error(e) if isinstance(e, SafetensorError) else None
+        if cause is None:
+            raise
+        print(f"ticketlab: error: {_io_message(cause, args)}", file=sys.stderr)
+        return 1
+    finally:
+        if installed:  # as they were (main is also called in-process, e.g. by tests)
+            for signum, handler in zip((signal.SIGTERM, signal.SIGINT), previous):
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

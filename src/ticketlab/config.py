@@ -10,6 +10,7 @@ those registries. What names a run's folder is identity.py's business, not this 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -98,6 +99,11 @@ SECTIONS = {
 }
 # Fields that hold a number of steps: they accept "500", "500it", "2ep" or "1ep10it".
 STEP_FIELDS = {"train_steps", "milestones", "warmup_steps", "eval_every", "test_every", "rewind_step"}
+# Sane bounds: a step count or a number of levels beyond these is a typo, not an experiment (10^9 steps of
+# the smallest network take years on a CPU; every built-in model is pruned to nothing within ~150 levels at
+# the paper's rates, and `configure.check_model` says exactly where).
+MAX_STEPS = 10**9
+MAX_LEVELS = 10**6
 
 
 # ---- Durations -------------------------------------------------------------------------------------------
@@ -128,6 +134,9 @@ def parse_steps(value: Any, steps_per_epoch: int | Callable[[], int], name: str)
             steps += epochs * steps_per_epoch
     if steps < 0:
         raise TicketlabError(f"{name}: must not be negative, got {value!r}")
+    if steps > MAX_STEPS:
+        raise TicketlabError(f"{name}: {value!r} is {steps:,} steps, more than the {MAX_STEPS:,} allowed "
+                             "(a typo? e.g. 50000, 50000it, 20ep)")
     return steps
 
 
@@ -145,10 +154,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def merge(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Later layers win; sections are merged key by key."""
+    """Later layers win; sections are merged key by key. A section that is not a table (TOML `training =
+    "fast"`) is an error here, before a later layer's table could hide it."""
     out: dict[str, Any] = {}
     for layer in layers:
+        if not isinstance(layer, dict):
+            raise TicketlabError(f"config layers must be tables of sections, got {layer!r}")
         for key, value in layer.items():
+            if key in SECTIONS and not isinstance(value, dict):
+                raise TicketlabError(f"config section [{key}] must be a table, got {value!r}")
             if isinstance(value, dict) and isinstance(out.get(key), dict):
                 out[key] = {**out[key], **value}
             else:
@@ -239,33 +253,49 @@ def validate(c: RunConfig) -> None:
     which sits above this module: `ticketlab.configure.build_config` checks it."""
 
     check_seed(c.seed)
+    check_seed(c.dataset.split_seed, "dataset.split_seed")
     t, p, lot = c.training, c.pruning, c.lottery
+    # The first failing check is said. Comparisons are written so that NaN fails them; infinities are refused
+    # where a number must be finite. Messages are built only for the check that fails.
     checks = [
-        (c.kind in ("lottery", "train"), f"kind must be lottery or train, got {c.kind!r}"),
-        (c.dataset.val_size >= 0, "dataset.val_size must be >= 0"),
-        (0 <= c.model.dropout < 1, f"model.dropout must be in [0, 1), got {c.model.dropout}"),
-        (t.optimizer in ("adam", "sgd"), f"training.optimizer must be adam or sgd, got {t.optimizer!r}"),
-        (t.lr > 0, f"training.lr must be > 0, got {t.lr}"),
-        (t.batch_size > 0, f"training.batch_size must be > 0, got {t.batch_size}"),
-        (t.train_steps > 0, f"training.train_steps must be > 0, got {t.train_steps}"),
-        (t.eval_every > 0, f"training.eval_every must be > 0, got {t.eval_every}"),
-        (t.test_every % t.eval_every == 0,
-         f"training.test_every ({t.test_every}) must be 0 or a multiple of eval_every ({t.eval_every})"),
-        (0 <= t.momentum < 1, f"training.momentum must be in [0, 1), got {t.momentum}"),
-        (not t.nesterov or (t.optimizer == "sgd" and t.momentum > 0), "training.nesterov needs sgd with momentum > 0"),
-        (t.weight_decay >= 0, f"training.weight_decay must be >= 0, got {t.weight_decay}"),
-        (list(t.milestones) == sorted(t.milestones), "training.milestones must be increasing"),
-        (lot.levels >= 0, f"lottery.levels must be >= 0, got {lot.levels}"),
+        (c.kind in ("lottery", "train"), lambda: f"kind must be lottery or train, got {c.kind!r}"),
+        (c.dataset.val_size >= 0, lambda: f"dataset.val_size must be >= 0, got {c.dataset.val_size}"),
+        (0 <= c.model.dropout < 1, lambda: f"model.dropout must be in [0, 1), got {c.model.dropout}"),
+        (t.optimizer in ("adam", "sgd"), lambda: f"training.optimizer must be adam or sgd, got {t.optimizer!r}"),
+        (_positive(t.lr), lambda: f"training.lr must be > 0 and finite, got {t.lr}"),
+        (t.batch_size >= 1, lambda: f"training.batch_size must be >= 1, got {t.batch_size}"),
+        (t.train_steps >= 1, lambda: f"training.train_steps must be >= 1, got {t.train_steps}"),
+        (t.eval_every >= 1, lambda: f"training.eval_every must be >= 1, got {t.eval_every}"),
+        (t.test_every >= 0, lambda: f"training.test_every must be >= 0, got {t.test_every}"),
+        (t.eval_every < 1 or t.test_every % t.eval_every == 0,  # eval_every < 1 is said just above
+         lambda: f"training.test_every ({t.test_every}) must be 0 or a multiple of eval_every ({t.eval_every})"),
+        (0 <= t.momentum < 1, lambda: f"training.momentum must be in [0, 1), got {t.momentum}"),
+        (not t.nesterov or (t.optimizer == "sgd" and t.momentum > 0),
+         lambda: "training.nesterov needs sgd with momentum > 0"),
+        (0 <= t.weight_decay < math.inf, lambda: f"training.weight_decay must be >= 0 and finite, "
+                                                 f"got {t.weight_decay}"),
+        (_positive(t.gamma), lambda: f"training.gamma (the LR factor at each milestone) must be > 0 and "
+                                     f"finite, got {t.gamma}"),
+        (list(t.milestones) == sorted(t.milestones), lambda: "training.milestones must be increasing"),
+        (lot.levels >= 0, lambda: f"lottery.levels must be >= 0, got {lot.levels}"),
+        (lot.levels <= MAX_LEVELS, lambda: f"lottery.levels must be at most {MAX_LEVELS:,}, got {lot.levels:,}"),
         (lot.retrain in RETRAIN_MODES,
-         f"lottery.retrain must be one of {', '.join(RETRAIN_MODES)}, got {lot.retrain!r}"),
-        (lot.finetune_lr is None or lot.finetune_lr > 0, f"lottery.finetune_lr must be > 0, got {lot.finetune_lr}"),
+         lambda: f"lottery.retrain must be one of {', '.join(RETRAIN_MODES)}, got {lot.retrain!r}"),
+        (lot.finetune_lr is None or _positive(lot.finetune_lr),
+         lambda: f"lottery.finetune_lr must be > 0 and finite, got {lot.finetune_lr}"),
         (lot.rewind_step < t.train_steps,
-         f"lottery.rewind_step ({lot.rewind_step}) must be below training.train_steps ({t.train_steps})"),
+         lambda: f"lottery.rewind_step ({lot.rewind_step}) must be below training.train_steps ({t.train_steps})"),
     ]
     rates = [("pruning.rate", p.rate), ("pruning.conv_rate", p.conv_rate), ("pruning.output_rate", p.output_rate)]
     rates += [(f"pruning.layer_rates.{k}", v) for k, v in p.layer_rates]
-    checks += [(r is None or 0 <= r < 1, f"{name} must be in [0, 1) (a fraction of the surviving weights), got {r}")
+    checks += [(r is None or 0 <= r < 1,
+                lambda name=name, r=r: f"{name} must be in [0, 1) (a fraction of the surviving weights), got {r}")
                for name, r in rates]
     for ok, message in checks:
         if not ok:
-            raise TicketlabError(message)
+            raise TicketlabError(message())
+
+
+def _positive(x: float) -> bool:
+    """A finite number > 0 (NaN and infinities fail)."""
+    return 0 < x < math.inf

@@ -10,14 +10,17 @@ draws its batches, with every value as it stands after the preset and the overri
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import torch
 
 from .config import (DatasetHparams, ModelHparams, RunConfig, TrainingHparams, _coerce, check_top_level,
                      config_from_layers, merge)
 from .data import DATASETS
 from .errors import TicketlabError
-from .models import preset_for
-from .pruning import ALLOCATIONS
+from .models import construct, find_model, preset_for
+from .pruning import ALLOCATIONS, layer_rates, layers_of, round_half_up
 from .seeds import check_seed
 
 
@@ -43,6 +46,71 @@ def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None) 
         config = config_from_layers(layers, steps_per_epoch)
     check_strategy(config.pruning.strategy)
     return config
+
+
+def check_data_size(config: RunConfig) -> None:
+    """For a data set of the data registry, loaded from it: the validation split leaves training examples, and
+    one batch fits in them (the command line says so before anything is loaded or written; a run given its
+    data tensors is checked against those instead)."""
+    info = DATASETS.get(config.dataset.name)
+    if info is None:
+        return
+    name, val_size, batch_size = config.dataset.name, config.dataset.val_size, config.training.batch_size
+    if not 0 <= val_size < info.train_size:
+        raise TicketlabError(f"dataset.val_size must be in [0, {info.train_size}) for {name}, got {val_size}")
+    if batch_size > info.train_size - val_size:
+        raise TicketlabError(f"training.batch_size ({batch_size}) exceeds the training set ({name}: "
+                             f"{info.train_size} - {val_size} validation = {info.train_size - val_size} examples)")
+
+
+def check_model(config: RunConfig, levels: int | None = None) -> None:
+    """What only the network can tell, said before anything is trained or written: the model builds for the
+    data set (e.g. `mlp_0` does not), the layer names in [pruning] exist, and `levels` (default: the config's,
+    for kind lottery) leave at least one weight in some pruned layer. The network is built on the meta device
+    (shapes only, no memory). Skipped for a model or data set that its registry does not know."""
+    info = DATASETS.get(config.dataset.name)
+    if find_model(config.model.name) is None or info is None:
+        return
+    try:
+        with torch.device("meta"):
+            model = construct(config.model, info.input_shape, info.num_classes)
+    except TicketlabError:
+        raise
+    except Exception:  # noqa: BLE001  (a user's builder that needs real tensors: build it for real)
+        model = construct(config.model, info.input_shape, info.num_classes)
+    layers = layers_of(model)
+    if not layers:
+        return
+    rates = layer_rates(config.pruning, {k: v.kind for k, v in layers.items()})  # checks the names given
+    if levels is None:
+        levels = config.lottery.levels if config.kind == "lottery" else 0
+    empty = empty_level(layers, rates, config.pruning.strategy, config.pruning.rate, config.pruning.ignore)
+    if empty is not None and levels >= empty:
+        raise TicketlabError(f"lottery.levels {levels:,} would prune every layer of {config.model.name} to nothing "
+                             f"after level {empty - 1} (at these pruning rates, level {empty} keeps no weight): "
+                             f"use at most {empty - 1} levels")
+
+
+def empty_level(layers: dict[str, Any], rates: dict[str, float], strategy: str, rate: float,
+                ignore: tuple[str, ...] = ()) -> int | None:
+    """The first IMP level at which no pruned layer keeps a weight (counts rounded as the allocations round
+    them): layer-wise, each layer at its own rate; any other allocation, the pooled layers at `rate`. None when
+    nothing is pruned (every rate 0)."""
+    if strategy == "layerwise":
+        groups = [(info.size, rates[k]) for k, info in layers.items() if rates[k] > 0]
+    else:
+        pooled = sum(info.size for k, info in layers.items() if k not in ignore)
+        groups = [(pooled, rate)] if rate > 0 and pooled else []
+    if not groups:
+        return None
+
+    def first_empty(size: int, r: float) -> int:
+        level = max(0, math.floor(math.log(2 * size) / -math.log1p(-r)) - 1)  # just below, then step up
+        while round_half_up(size * (1 - r) ** level) > 0:
+            level += 1
+        return level
+
+    return max(first_empty(size, r) for size, r in groups)
 
 
 def check_strategy(strategy: str) -> None:
@@ -78,4 +146,4 @@ def _table(layers: dict[str, Any], section: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-__all__ = ["build_config", "check_strategy", "steps_per_epoch_for"]
+__all__ = ["build_config", "check_data_size", "check_model", "check_strategy", "empty_level", "steps_per_epoch_for"]

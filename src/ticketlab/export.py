@@ -11,13 +11,14 @@ Formats:
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from torch.nn.utils import prune
 
@@ -29,7 +30,7 @@ from .models import build_model
 from .models.mlp import MLP
 from .sparse import SparseLinear, SparseMLP, choose_layers, load_sparse_mlp, sparse_mlp, sparsify, swap
 from .store import (CONFIG, FINAL, INIT, MASK, atomic_write, finished_levels, is_done, level_dir, load_weights,
-                    read_json, read_summary, seed_of)
+                    read_json, read_summary, seed_of, store_part)
 
 FORMATS = {"safetensors": ".safetensors", "dense": ".dense.safetensors", "torch-prune": ".pt",
            "sparse": ".sparse.safetensors"}
@@ -41,13 +42,20 @@ def export_ticket(run_dir: Path | str, level: int, fmt: str, out: Path | str, *,
                   force_sparse: bool = False) -> Path:
     """Write level `level` of the replicate folder `run_dir` (`.../seed_<s>`) as `fmt`; returns the file.
 
-    `out` is a file, or a folder to hold `ticket_level_<L>.<ext>`. For "sparse", `batch_size` is the batch
-    the layer choice optimises for, and `force_sparse` makes every pruned Linear layer sparse.
+    `out` is a file, or a folder to hold `ticket_level_<L>.<ext>`; it must lie outside the run store, which
+    exports never write to. For "sparse", `batch_size` is the batch the layer choice optimises for, and
+    `force_sparse` makes every pruned Linear layer sparse.
     """
     if fmt not in FORMATS:
         raise TicketlabError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    ticket = _read_level(Path(run_dir), level)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise TicketlabError(f"export batch size must be a whole number >= 1, got {batch_size!r}")
     path = _out_path(Path(out), level, FORMATS[fmt])
+    part = store_part(path)
+    if part is not None:
+        raise TicketlabError(f"will not write {path}: it is inside the run store ({part}), which exports never "
+                             "change; choose an --out outside it")
+    ticket = _read_level(Path(run_dir), level)
     if fmt == "safetensors":
         tensors = {f"mask.{k}": v.to(torch.uint8) for k, v in ticket["mask"].items()}
         tensors.update({f"{part}.{k}": v for part in ("init", "final") for k, v in ticket[part].items()})
@@ -55,8 +63,9 @@ def export_ticket(run_dir: Path | str, level: int, fmt: str, out: Path | str, *,
     elif fmt == "dense":
         _save_safetensors(path, _masked_final(ticket), ticket["metadata"])
     elif fmt == "torch-prune":
-        state = _torch_prune_state(ticket)
-        atomic_write(path, lambda p: torch.save(state, p))
+        buffer = io.BytesIO()  # serialised first, written by Python: a full disk is an OSError naming the file
+        torch.save(_torch_prune_state(ticket), buffer)
+        atomic_write(path, lambda p: p.write_bytes(buffer.getvalue()))
     else:
         _export_sparse(ticket, path, batch_size, force_sparse)
     return path
@@ -86,8 +95,8 @@ def _read_level(run_dir: Path, level: int) -> dict[str, Any]:
 
 
 def _out_path(out: Path, level: int, ext: str) -> Path:
-    # A path without a suffix is a folder: a file name we choose goes inside it.
-    if out.is_dir() or not out.suffix:
+    # A folder, or a new path without a suffix (a folder to make): a file name we choose goes inside it.
+    if out.is_dir() or (not out.suffix and not out.exists()):
         return out / f"ticket_level_{level}{ext}"
     return out
 
@@ -101,8 +110,8 @@ def _masked_final(ticket: dict[str, Any]) -> dict[str, torch.Tensor]:
 def _save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
     # safetensors metadata is str -> str: each value is stored as JSON so numbers and dicts come back typed.
     text = {k: json.dumps(v, sort_keys=True) for k, v in metadata.items()}
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=text))
+    data = safetensors_bytes({k: v.contiguous() for k, v in tensors.items()}, metadata=text)
+    atomic_write(path, lambda p: p.write_bytes(data))  # a full disk: an OSError naming the file, said in one line
 
 
 def _read_safetensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -25,7 +25,7 @@ from .data import DataSplits, load_dataset
 from .errors import TicketlabError
 from .masks import prunable
 from .models import build_model
-from .store import DEFAULT_ROOT, is_done
+from .store import DEFAULT_ROOT, is_done, recording_inputs, remove_stale_tmp
 
 Progress = Callable[[str, int, int], None]  # (label, step, last step)
 
@@ -145,10 +145,15 @@ class Runtime:
 
 
 def execute(job: Job, runtime: Runtime) -> str:
-    """Run one job in this process unless it is finished; returns its folder."""
+    """Run one job in this process unless it is finished (store.is_done: its files checked against their
+    hashes); returns its folder. Temporary files a killed writer left in its folder are removed first, and
+    its summary records what its input jobs (deps) recorded, so a dep recomputed with other results makes
+    it be recomputed too."""
     if job.kind not in KINDS:
         raise TicketlabError(f"unknown job kind {job.kind!r}; registered: {', '.join(sorted(KINDS))}")
     if not runtime.done(job.folder):
-        with runtime.threads():
+        folder = runtime.path(job.folder)
+        remove_stale_tmp(folder)
+        with runtime.threads(), recording_inputs(folder, [runtime.path(d) for d in job.deps]):
             KINDS[job.kind](job, runtime)
     return job.folder

@@ -13,10 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import TicketlabError
+from .files import atomic_write
 from .models.init import LAYERS
 
 
@@ -71,11 +73,17 @@ class Mask:
                 raise TicketlabError(f"mask for {k} has shape {tuple(self.tensors[k].shape)}, weight {tuple(p.shape)}")
 
     def save(self, path: Path) -> None:
-        save_file({k: v.to(torch.uint8).contiguous() for k, v in self.tensors.items()}, str(path))
+        """Written whole or not at all (a temporary file renamed into place): a kill never leaves half a mask."""
+        tensors = {k: v.to(torch.uint8).contiguous() for k, v in self.tensors.items()}
+        atomic_write(Path(path), lambda p: save_file(tensors, str(p)))
 
     @classmethod
     def load(cls, path: Path) -> "Mask":
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except SafetensorError as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TicketlabError(f"{path}: the mask file is damaged ({reason})") from None
         bad = [k for k, v in tensors.items() if not bool(((v == 0) | (v == 1)).all())]
         if bad:
             raise TicketlabError(f"{path}: mask values must be 0 or 1 (layers {', '.join(bad)})")

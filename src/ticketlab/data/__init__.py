@@ -91,6 +91,7 @@ def _fingerprint(*arrays: np.ndarray, extra: str = "") -> str:
 def load_dataset(hp: DatasetHparams, data_dir: str | Path | None = None, download: bool = True) -> DataSplits:
     info = dataset_info(hp.name)
     train_x, train_y, test_x, test_y = info.load(Path(data_dir) if data_dir else None, download)
+    check_arrays(hp.name, info, train_x, train_y, test_x, test_y)
     if not 0 <= hp.val_size < len(train_x):
         raise TicketlabError(f"dataset.val_size must be in [0, {len(train_x)}) for {hp.name}, got {hp.val_size}")
     fingerprint = _fingerprint(train_x, train_y, test_x, test_y, extra=f"{hp.name}/{hp.val_size}/{hp.split_seed}")
@@ -100,7 +101,29 @@ def load_dataset(hp: DatasetHparams, data_dir: str | Path | None = None, downloa
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(hp.split_seed))
     val, train = order[: hp.val_size], order[hp.val_size:]
     return DataSplits(train_x[train], train_y[train], train_x[val], train_y[val], test_x, test_y,
-                      num_classes=int(max(train_y.max(), test_y.max())) + 1, _fingerprint=fingerprint)
+                      num_classes=info.num_classes, _fingerprint=fingerprint)
+
+
+def check_arrays(name: str, info: DatasetInfo, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 test_y: np.ndarray) -> None:
+    """A loader's arrays against the registry: example shape, as many labels as examples, every label in
+    [0, classes). The class count is the registry's, never max(label) + 1: one stray label 255 is an error,
+    not a 256-class model."""
+    for split, x, y in (("training", train_x, train_y), ("test", test_x, test_y)):
+        x, y = np.asarray(x), np.asarray(y)
+        if not len(x):
+            raise TicketlabError(f"{name}: the {split} split holds no examples")
+        if tuple(x.shape[1:]) != tuple(info.input_shape):
+            raise TicketlabError(f"{name}: {split} examples have shape {tuple(x.shape[1:])}, expected "
+                                 f"{tuple(info.input_shape)}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise TicketlabError(f"{name}: the {split} split has {len(x)} examples but labels of shape {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise TicketlabError(f"{name}: {split} labels must be whole numbers, got {y.dtype}")
+        bad = (y < 0) | (y >= info.num_classes)
+        if bad.any():
+            raise TicketlabError(f"{name}: {split} label {int(y[bad][0])} is outside [0, {info.num_classes}) "
+                                 f"({name} has {info.num_classes} classes; {int(bad.sum())} such label(s))")
 
 
 def _normalise(x: np.ndarray, info: DatasetInfo) -> torch.Tensor:

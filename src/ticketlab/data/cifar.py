@@ -15,6 +15,7 @@ URLS = ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
 MD5 = "c58f30108f718f92721af3b95e74349a"
 TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 TEST = ["test_batch"]
+CLASSES = 10
 
 # What a CIFAR batch file may reconstruct: numpy arrays and their dtypes. Anything else is refused,
 # so a tampered file cannot run code when it is read.
@@ -40,10 +41,15 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         labels = batch.get(b"labels", batch.get("labels"))
         x = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
         y = np.asarray(labels, dtype=np.int64)
-    except (pickle.UnpicklingError, AttributeError, EOFError, ValueError, TypeError) as e:
-        raise TicketlabError(f"cannot read CIFAR-10 batch {path}: {e}") from None
-    if len(x) != len(y):
-        raise TicketlabError(f"CIFAR-10 batch {path}: {len(x)} images but {len(y)} labels")
+    except Exception as e:  # noqa: BLE001  (an untrusted file: whatever fails in reading it, it is unreadable)
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise TicketlabError(f"cannot read CIFAR-10 batch {path}: {reason}") from None
+    if y.ndim != 1 or len(x) != len(y):
+        raise TicketlabError(f"CIFAR-10 batch {path}: {len(x)} images but labels of shape {y.shape}")
+    bad = y[(y < 0) | (y >= CLASSES)]
+    if bad.size:
+        raise TicketlabError(f"CIFAR-10 batch {path}: label {int(bad[0])} is outside [0, {CLASSES}) "
+                             f"({bad.size} such label(s))")
     return x, y
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import numpy as np
 from ..errors import TicketlabError
 from .download import CACHE, fetch
 
+SHAPE, CLASSES = (28, 28), 10  # MNIST and Fashion-MNIST alike
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 SOURCES = {
@@ -40,16 +43,18 @@ def read_idx(path: Path) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise TicketlabError(f"corrupt gzip file {path}: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise TicketlabError(f"{path} is not an IDX file of unsigned bytes")
     ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
+    if ndim < 1 or len(raw) < 4 + 4 * ndim:
+        raise TicketlabError(f"{path}: damaged IDX header ({ndim} dimensions, {len(raw)} bytes in all)")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise TicketlabError(f"{path}: header says {tuple(dims)} but holds {body.size} bytes")
-    return body.reshape(tuple(dims))
+    if body.size != math.prod(dims):  # Python integers: a forged header cannot overflow
+        raise TicketlabError(f"{path}: header says {dims} but holds {body.size} bytes")
+    return body.reshape(dims)
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -80,7 +85,14 @@ def locate(name: str, data_dir: Path | None, download: bool) -> list[Path]:
 def load(name: str, data_dir: Path | None, download: bool) -> tuple[np.ndarray, ...]:
     """(train images [N,1,28,28] uint8, train labels, test images, test labels)."""
     paths = locate(name, data_dir, download)
-    train_x, train_y, test_x, test_y = (read_idx(p) for p in paths)
-    if train_x.ndim != 3 or test_x.ndim != 3 or len(train_x) != len(train_y) or len(test_x) != len(test_y):
-        raise TicketlabError(f"{name}: image and label files in {paths[0].parent} do not match")
+    train_x, train_y, test_x, test_y = arrays = [read_idx(p) for p in paths]
+    for path, a, ndim, what in zip(paths, arrays, (3, 1, 3, 1), ("images [N, 28, 28]", "labels [N]") * 2):
+        if a.ndim != ndim or (ndim == 3 and a.shape[1:] != SHAPE):
+            raise TicketlabError(f"{name}: {path} holds an array of shape {a.shape}, expected {what}")
+    for images, labels, x, y in ((paths[0], paths[1], train_x, train_y), (paths[2], paths[3], test_x, test_y)):
+        if len(x) != len(y):
+            raise TicketlabError(f"{name}: {images} holds {len(x)} images but {labels} {len(y)} labels")
+        if len(y) and y.max() >= CLASSES:
+            raise TicketlabError(f"{name}: {labels} holds label {int(y.max())}, outside [0, {CLASSES}) "
+                                 f"({name} has {CLASSES} classes)")
     return train_x[:, None], train_y, test_x[:, None], test_y

@@ -1,8 +1,42 @@
 """Executors: how a list of jobs is run. Same jobs, same run store, whichever executor runs them.
 
 Executors know jobs only as data (ticketlab.jobs): they order them by their dependencies and call
-`execute`; they never import an experiment module."""
+`execute`; they never import an experiment module. The Ray executor (executors/ray.py) is loaded only when
+asked for, so Ray (an optional extra) is never imported otherwise."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import TicketlabError
+from ..jobs import Runtime
 from .local import LocalExecutor, SerialExecutor, ready_order
 
-__all__ = ["LocalExecutor", "SerialExecutor", "ready_order"]
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(kind: str = "local", workers: int | None = 1, address: str | None = None,
+                  runtime: Runtime | None = None) -> Any:
+    """"local": `workers` processes on this machine (workers > 1), else this process (`runtime`'s loaded data
+    reused). "ray": a Ray cluster at `address` ("auto", "HOST:PORT"), or with address None a Ray instance
+    started here with `workers` CPUs (None: all). Either has `run(jobs, options) -> folders`."""
+    if kind == "local":
+        if address is not None:
+            raise TicketlabError("--address is for the ray executor (use --executor ray)")
+        return LocalExecutor(workers) if workers and workers > 1 else SerialExecutor(runtime)
+    if kind == "ray":
+        from .ray import RayExecutor
+
+        return RayExecutor(address=address, num_cpus=workers if address is None else None)
+    raise TicketlabError(f"unknown executor {kind!r} (use {' or '.join(EXECUTORS)})")
+
+
+def __getattr__(name: str) -> Any:  # `from ticketlab.executors import RayExecutor`, loaded on first use
+    if name == "RayExecutor":
+        from .ray import RayExecutor
+
+        return RayExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["EXECUTORS", "LocalExecutor", "SerialExecutor", "make_executor", "ready_order"]  # RayExecutor: lazy

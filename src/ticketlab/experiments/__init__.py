@@ -3,4 +3,4 @@
 Importing this package registers every kind (ticketlab's own __init__ does), so any process that runs
 jobs, a spawned worker included, finds them by name."""
 
-from . import controls, lottery, stability, tickets  # noqa: F401  (registration)
+from . import controls, lottery, pai, stability, tickets  # noqa: F401  (registration)

@@ -30,7 +30,7 @@ from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
 from ..pruning import budget_for, ladder_density, layers_of, prune
 from ..seeds import derive_seed
-from .job import run_training
+from .job import require_healthy, run_training
 from .lottery import prefix_job, rewind_state
 from .plan import Replicate
 
@@ -83,11 +83,14 @@ def run_control(job: Job, rt: Runtime) -> None:
     level, control = job.params["level"], job.params["control"]
     if not control.applies_to(level):
         raise TicketlabError(f"the {control.name} control needs a pruned level (1 or more)")
+    # a control of a diverged ticket compares with nothing; oneshot also prunes from the dense final weights
+    ticket = require_healthy(rt.path(rep.level(level)), f"seed {rep.seed} level {level}")
+    if control.name == "oneshot":
+        require_healthy(rt.path(rep.level(0)), f"seed {rep.seed} level 0")
     data = rt.data(rep.config.dataset, rep.fingerprint)
     model = rt.model(rep.config, data, rep.seeds["init"])
     seed = control.seed(rep.seed)
     mask, start, budget = _start(rep, level, control, torch.Generator().manual_seed(seed), rt, model, data)
-    ticket = store.read_summary(rt.path(rep.level(level)))
     info = {"level": level, "control": control.name, "variant": control.variant, "control_index": control.index,
             "control_seed": seed, "noise_scale": control.scale or None, "rewind_step": ticket["rewind_step"],
             "seed": rep.seed, "seeds": rep.seeds}

@@ -15,6 +15,7 @@ were asked for: `--levels 4` after `--levels 2` trains levels 3 and 4 only.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,13 @@ import torch
 
 from .. import store
 from ..config import TrainingHparams
+from ..errors import TicketlabError
 from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
 from ..pruning import budget_for, ladder_density, layers_of, prune
 from ..seeds import derive_seed
 from ..training.optim import lr_at
-from .job import run_training
+from .job import require_healthy, run_training
 from .plan import Replicate
 
 
@@ -82,12 +84,12 @@ def run_level(job: Job, rt: Runtime) -> None:
     data = rt.data(config.dataset, rep.fingerprint)
     model = rt.model(config, data, rep.seeds["init"])
     prev = rt.path(rep.level(level - 1))
+    require_healthy(prev, f"seed {rep.seed} level {level - 1}")  # never pruned from a diverged level
     model.load_state_dict(store.load_weights(prev / store.FINAL, rt.device))
     density = ladder_density(layers_of(model), config.pruning, level)
     folder = rt.path(job.folder)
-    if (folder / store.MASK).is_file():  # written before an interruption: the same mask
-        mask = Mask.load(folder / store.MASK)
-    else:
+    mask = _resumed_mask(folder)
+    if mask is None:
         mask = prune(model, Mask.load(prev / store.MASK), density=density, scorer="magnitude",
                      allocation=config.pruning.strategy, hp=config.pruning)
     budget = budget_for(model, density, config.pruning.strategy, config.pruning)
@@ -99,9 +101,24 @@ def run_level(job: Job, rt: Runtime) -> None:
                  checkpoint_every=rt.options.checkpoint_every)
 
 
+def _resumed_mask(folder: Path) -> Mask | None:
+    """The mask an interrupted level already wrote (pruning is deterministic: the same one), or None. A
+    damaged one is said in one line and pruned again, never left to block the level."""
+    if not (folder / store.MASK).is_file():
+        return None
+    try:
+        return Mask.load(folder / store.MASK)
+    except TicketlabError as e:
+        print(f"ticketlab: {e}; pruning it again", file=sys.stderr)
+        (folder / store.MASK).unlink(missing_ok=True)
+        return None
+
+
 def rewind_state(rep: Replicate, rt: Runtime) -> dict[str, torch.Tensor]:
     """theta_k: the prefix run's final weights, or theta_0 (the dense run's init) for k = 0."""
     folder = rep.rewind()
+    if folder:
+        require_healthy(rt.path(folder), f"seed {rep.seed} dense to step {rep.config.lottery.rewind_step}")
     path = rt.path(folder) / store.FINAL if folder else rt.path(rep.level(0)) / store.INIT
     return store.load_weights(path, rt.device)
 

@@ -59,20 +59,23 @@ def reproduce(name: str, *, dataset: str = "fashion_mnist", budget: str = "quick
     """Run recipe `name` (resuming whatever is stored) and write its report; returns (study, report files).
 
     `overrides` (config sections, as for `build_config`) change the recipe's settings; the report then
-    lists them among its notes, so a changed protocol never passes for the recipe's own."""
-    from ..report.html import write_report
+    lists them among its notes, so a changed protocol never passes for the recipe's own. The report goes to
+    `report_dir`, by default `./report_<experiment>/`: never into the run store, which reports only read."""
+    from ..report.html import check_report_dir, write_report
 
     if name not in RECIPES:
         raise TicketlabError(f"unknown reproduction {name!r}; choose one of: {', '.join(RECIPES)}")
     if budget not in BUDGETS:
         raise TicketlabError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
+    # said before hours of training, not after: the default folder lies in the current one
+    check_report_dir(Path(report_dir) if report_dir else Path.cwd() / "report_")
     recipe = RECIPES[name](dataset, budget, overrides or {})
     if overrides:
         recipe = Recipe(recipe.plan, recipe.notes + (f"Settings changed from the recipe: {overrides}",))
     result = run_study(recipe.plan, **run_options)
     config_file = result.experiment_dir / "config.json"
     write_json(config_file, {**read_json(config_file), "notes": list(recipe.notes), "recipe": f"{name} ({budget})"})
-    out = Path(report_dir) if report_dir else result.experiment_dir / "report"
+    out = Path(report_dir) if report_dir else Path(f"report_{result.experiment_dir.name}")
     seeds = [r["run_dir"] for r in result.replicates.values()]
     files = write_report(seeds, out, title=f"{name}: {dataset}, {budget} budget")
     return result, files

@@ -31,7 +31,7 @@ from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
 from ..seeds import derive_seed
 from ..training.evaluate import evaluate
-from .job import run_training
+from .job import require_healthy, run_training
 from .lottery import prefix_job
 from .plan import Replicate
 
@@ -92,6 +92,10 @@ def run_copy(job: Job, rt: Runtime) -> None:
     rep: Replicate = job.params["rep"]
     spec: StabilitySpec = job.params["spec"]
     c = job.params["copy"]
+    if spec.level:  # the ticket's mask
+        require_healthy(rt.path(rep.level(spec.level)), f"seed {rep.seed} level {spec.level}")
+    if spec.step:  # the dense state at k
+        require_healthy(rt.path(rep.prefix(spec.step)), f"seed {rep.seed} dense to step {spec.step}")
     data = rt.data(rep.config.dataset, rep.fingerprint)
     model = rt.model(rep.config, data, rep.seeds["init"])
     # the ticket's mask for L > 0; the dense state at k (theta_0 for k = 0)
@@ -110,19 +114,20 @@ def run_copy(job: Job, rt: Runtime) -> None:
 def run_analysis(job: Job, rt: Runtime) -> None:
     rep: Replicate = job.params["rep"]
     spec: StabilitySpec = job.params["spec"]
+    copies = [rt.path(c) for c in job.params["copies"]]
+    summaries = [require_healthy(c, f"seed {rep.seed} level {spec.level} stability k={spec.step} copy {i}")
+                 for i, c in enumerate(copies)]  # no path between diverged weights
     data = rt.data(rep.config.dataset, rep.fingerprint)
     model = rt.model(rep.config, data, rep.seeds["init"])
-    copies = [rt.path(c) for c in job.params["copies"]]
     ends = [store.load_weights(c / store.FINAL, rt.device) for c in copies]
     path = interpolate(model, ends[0], ends[1], data, spec)
-    summaries = [store.read_summary(c) for c in copies]
     result = {"seed": rep.seed, "level": spec.level, "step": spec.step, "density": summaries[0]["density"],
               **spec.settings, **path, "stable": path["test_barrier"] < spec.threshold,
               "copy_final_test_accuracy": [s["final_test_accuracy"] for s in summaries],
               "copy_data_seeds": [s["data_seed"] for s in summaries]}
     folder = rt.path(job.folder)
     store.write_json(folder / store.STABILITY, result)
-    store.write_json(folder / store.SUMMARY, {k: v for k, v in result.items() if not isinstance(v, list)})
+    store.finish_job(folder, {k: v for k, v in result.items() if not isinstance(v, list)})  # hashes stability.json
 
 
 def barrier(errors: list[float]) -> float:

@@ -17,7 +17,7 @@ from .. import store
 from ..config import RunConfig
 from ..data import DataSplits
 from ..errors import TicketlabError
-from ..executors import LocalExecutor, SerialExecutor
+from ..executors import make_executor
 from ..jobs import Job, Progress, RunOptions, Runtime
 from .controls import Control, control_jobs, parse_controls
 from .lottery import level_jobs
@@ -94,24 +94,29 @@ def options(root: Path | str = store.DEFAULT_ROOT, data_dir: str | Path | None =
 
 
 def run_study(plan: StudyPlan, *, workers: int = 1, data: DataSplits | None = None,
-              progress: Progress | None = None, **run_options: Any) -> StudyResult:
+              progress: Progress | None = None, executor: str = "local", address: str | None = None,
+              **run_options: Any) -> StudyResult:
     """Run (or resume, or read back) every job of `plan`. Keyword arguments: `options`' (root, data_dir,
     device, threads, download, checkpoint_every, model_fn). `data`: the data set's tensors, used in this
     process in place of loading `plan.config.dataset` (workers load it by name).
 
     workers > 1: independent jobs run in that many processes (the local executor); 1: in this process.
+    executor="ray": one Ray task per job on the cluster at `address` ("auto", "HOST:PORT"; its nodes must see
+    `root` at the same path), or with address None on a Ray instance started here with `workers` CPUs.
     """
     runtime = Runtime(options(**run_options), progress)
     if data is not None:
         runtime.add_data(plan.config.dataset, data)
     reps, jobs = plan_jobs(plan, runtime)
-    execute_all(jobs, runtime, workers)
+    execute_all(jobs, runtime, workers, executor, address)
     return read_back(plan, reps, jobs, runtime.root)
 
 
-def execute_all(jobs: list[Job], runtime: Runtime, workers: int) -> None:
-    """The local executor's worker processes for workers > 1, else this process (its loaded data reused)."""
-    (LocalExecutor(workers) if workers > 1 else SerialExecutor(runtime)).run(jobs, runtime.options)
+def execute_all(jobs: list[Job], runtime: Runtime, workers: int, executor: str = "local",
+                address: str | None = None) -> None:
+    """executor "local": worker processes for workers > 1, else this process (its loaded data reused);
+    "ray": Ray tasks on the cluster at `address` (None: a Ray instance started here with `workers` CPUs)."""
+    make_executor(executor, workers, address, runtime).run(jobs, runtime.options)
 
 
 def read_back(plan: StudyPlan, reps: list[Replicate], jobs: list[Job], root: Path) -> StudyResult:
@@ -130,7 +135,7 @@ def read_back(plan: StudyPlan, reps: list[Replicate], jobs: list[Job], root: Pat
 
 def train_ticket(config: RunConfig, path: str | Path, *, replicates: int = 1, start: str = "stored",
                  workers: int = 1, data: DataSplits | None = None, progress: Progress | None = None,
-                 **run_options: Any) -> StudyResult:
+                 executor: str = "local", address: str | None = None, **run_options: Any) -> StudyResult:
     """Train the mask of a ticket file (export --format safetensors) under `config`'s recipe, one job per
     seed; `start` is "stored" (the file's weights and start step) or "own" (this model's initial weights)."""
     if replicates < 1:
@@ -139,7 +144,7 @@ def train_ticket(config: RunConfig, path: str | Path, *, replicates: int = 1, st
     if data is not None:
         runtime.add_data(config.dataset, data)
     folder, jobs = ticket_jobs(config, path, [config.seed + r for r in range(replicates)], runtime, start)
-    execute_all(jobs, runtime, workers)
+    execute_all(jobs, runtime, workers, executor, address)
     result = StudyResult(folder)
     for job in jobs:
         seed = job.params["config"].seed

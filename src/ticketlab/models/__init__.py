@@ -8,7 +8,8 @@ from __future__ import annotations
 from .convnet import CONV_WIDTHS, ConvNet
 from .init import INITS, initialize
 from .mlp import MLP
-from .registry import MODEL_NAMES, ModelEntry, build_model, find_model, model_entry, preset_for, register_model
+from .registry import (MODEL_NAMES, ModelEntry, build_model, construct, find_model, model_entry, preset_for,
+                       register_model)
 
-__all__ = ["build_model", "register_model", "model_entry", "find_model", "preset_for", "ModelEntry", "MODEL_NAMES",
-           "initialize", "INITS", "MLP", "ConvNet", "CONV_WIDTHS"]
+__all__ = ["build_model", "construct", "register_model", "model_entry", "find_model", "preset_for", "ModelEntry",
+           "MODEL_NAMES", "initialize", "INITS", "MLP", "ConvNet", "CONV_WIDTHS"]

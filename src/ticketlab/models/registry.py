@@ -130,6 +130,14 @@ def preset_for(name: str) -> dict[str, dict[str, Any]]:
 
 def build_model(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
     """The named model with weights drawn from `hp.init` by a generator seeded with `seed`."""
+    model = construct(hp, input_shape, num_classes)
+    initialize(model, hp.init, torch.Generator().manual_seed(seed))
+    return model
+
+
+def construct(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The named model as its builder makes it, weights not drawn yet; what goes wrong said in one line. Under
+    `with torch.device("meta")` it costs no memory: `configure.check_model` checks a config that way."""
     entry = model_entry(hp.name)
     input_shape = tuple(input_shape)
     try:
@@ -143,7 +151,6 @@ def build_model(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int
                              f"classes: {type(e).__name__}: {_one_line(e)}") from e
     if not isinstance(model, nn.Module):
         raise TicketlabError(f"{hp.name}: its builder returned {type(model).__name__}, not an nn.Module")
-    initialize(model, hp.init, torch.Generator().manual_seed(seed))
     return model
 
 
@@ -167,7 +174,11 @@ def _lenet(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int) -> 
 
 
 def _mlp(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return MLP(input_shape, [int(w) for w in hp.name.split("_")[1:]], num_classes, hp.dropout)
+    widths = [int(w) for w in hp.name.split("_")[1:]]
+    if min(widths) < 1:
+        raise TicketlabError(f"model {hp.name!r}: every hidden width of mlp_<w1>_<w2>_.. must be at least 1, "
+                             f"got {', '.join(map(str, widths))}")
+    return MLP(input_shape, widths, num_classes, hp.dropout)
 
 
 def _conv(widths: list[int]) -> Builder:

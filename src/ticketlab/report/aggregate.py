@@ -15,7 +15,13 @@ from .. import store
 from ..errors import TicketlabError
 
 METRICS = ("early_stop_test_accuracy", "early_stop_step", "final_test_accuracy")
+OK, DIVERGED = "ok", "diverged"  # a row's status; diverged: training stopped on a loss or weights not finite
 DENSE_SPREAD_FLOOR = 0.002  # with one dense replicate, "matching" = within 0.2 pp (LMC section 4.4)
+
+
+def healthy(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of jobs that trained to the end: what means, figures and overlaps are made of."""
+    return [r for r in rows if r.get("status", OK) == OK]
 
 
 def experiment_dirs(paths: list[str | Path]) -> list[tuple[Path, set[int] | None]]:
@@ -47,7 +53,8 @@ def collect(paths: list[str | Path], allow_empty: bool = False) -> list[dict[str
                 rows.append({"experiment": exp.name, "seed": seed, "variant": s.get("variant", "ticket"),
                              "index": s.get("control_index", 0), "level": s["level"], "density": s["density"],
                              "layer_density": s["layer_density"], "job_dir": str(summary_file.parent),
-                             "checks": s["checks"], **{m: s[m] for m in METRICS}})
+                             "checks": s["checks"], "status": s.get("status", OK),  # none before statuses: ok
+                             "diverged_at_step": s.get("diverged_at_step"), **{m: s[m] for m in METRICS}})
     if not rows and not allow_empty:
         raise TicketlabError(f"no finished jobs found in {', '.join(str(p) for p in paths)}")
     return rows
@@ -64,7 +71,10 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (experiment, variant, level) with n jobs and the statistics of every metric, plus the
     verdict: *matching* when the mean test accuracy at early stop is within the dense spread (the dense
-    replicates' std, at least 0.2 pp) of the dense mean, or above it."""
+    replicates' std, at least 0.2 pp) of the dense mean, or above it.
+
+    Diverged jobs are counted apart and left out of everything else: `n` and `seeds` are the jobs that
+    trained to the end, `diverged` and `diverged_seeds` the others."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["experiment"], r["variant"], r["level"]), []).append(r)
@@ -73,10 +83,13 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         (exp, variant, level), _ = kv
         return exp, level, variant != "ticket", variant
 
-    for (exp, variant, level), members in sorted(groups.items(), key=order):
+    for (exp, variant, level), everyone in sorted(groups.items(), key=order):
+        members = healthy(everyone)
+        diverged = [m for m in everyone if m.get("status") == DIVERGED]
         entry = {"experiment": exp, "variant": variant, "level": level, "n": len(members),
-                 "density": statistics.fmean(m["density"] for m in members),
-                 "seeds": sorted({m["seed"] for m in members})}
+                 "diverged": len(diverged), "density": statistics.fmean(m["density"] for m in everyone),
+                 "seeds": sorted({m["seed"] for m in members}),
+                 "diverged_seeds": sorted({m["seed"] for m in diverged})}
         for metric in METRICS:
             entry[metric] = _stats([m[metric] for m in members])
         table.append(entry)
@@ -97,6 +110,7 @@ def _matching(entry: dict[str, Any], dense: dict[str, Any] | None) -> bool | Non
 
 def curves(rows: list[dict[str, Any]], variant: str, level: int,
            experiment: str | None = None) -> list[list[dict[str, float]]]:
-    """The stored evaluations (metrics.json) of every job of (variant, level) [of one experiment]."""
-    return [store.read_json(Path(r["job_dir"]) / store.METRICS) for r in rows
+    """The stored evaluations (metrics.json) of every job of (variant, level) [of one experiment] that trained
+    to the end (a diverged job's curve stops short)."""
+    return [store.read_json(Path(r["job_dir"]) / store.METRICS) for r in healthy(rows)
             if r["variant"] == variant and r["level"] == level and experiment in (None, r["experiment"])]

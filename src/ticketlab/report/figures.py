@@ -171,8 +171,9 @@ def training_curves(rows: list[dict[str, Any]], out_dir: str | Path, spread: str
             runs = curves(mine, variant, level)  # given this experiment's rows only: curves() doesn't filter
             by_step: dict[int, list[float]] = {}
             for evals in runs:
-                for e in evals:
-                    by_step.setdefault(e["step"], []).append(e["test_accuracy"] * 100)
+                for e in evals:  # rows between sparse test evaluations (test_every) hold no test accuracy
+                    if e["test_accuracy"] is not None:
+                        by_step.setdefault(e["step"], []).append(e["test_accuracy"] * 100)
             steps = sorted(by_step)
             if not steps:
                 continue

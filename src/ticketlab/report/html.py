@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TicketlabError
-from ..store import CONFIG, read_json
+from ..store import CONFIG, read_json, store_part
 from . import compare, figures, stability
-from .aggregate import METRICS, aggregate, collect, experiment_dirs
+from .aggregate import METRICS, aggregate, collect, experiment_dirs, healthy
 from .overlap import overlap_table
 
 ALWAYS_SHOWN = {"lottery.rewind_step", "lottery.levels"}  # meaningful even at 0 (0 = reset to init / dense only)
@@ -73,7 +73,7 @@ def flat_table(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for e in _ordered(table):
         rec = {"experiment": e["experiment"], "variant": e["variant"], "level": e["level"], "n": e["n"],
-               "seeds": e["seeds"], "weights_remaining_pct": e["density"] * 100}
+               "diverged": e.get("diverged", 0), "seeds": e["seeds"], "weights_remaining_pct": e["density"] * 100}
         for metric in METRICS:
             factor, name = (1, metric) if metric == "early_stop_step" else (100, f"{metric}_pct")
             for stat, v in e[metric].items():
@@ -131,11 +131,12 @@ def _verdict_blocks(entries: list[dict[str, Any]], spread: str) -> list[tuple]:
     rows = []
     for level in sorted({e["level"] for e in entries}):
         density = by.get((level, "ticket"), next(e for e in entries if e["level"] == level))["density"]
-        cells = [f"{_spread_cell(by[(level, v)]['early_stop_test_accuracy'], spread)} (n={by[(level, v)]['n']}) "
-                 f"{verdict(by[(level, v)]['matching'])}" if (level, v) in by else "not run" for v in variants]
+        cells = [f"{_spread_cell(by[(level, v)]['early_stop_test_accuracy'], spread)} "
+                 f"(n={n_text(by[(level, v)], inline=True)}) {verdict(by[(level, v)]['matching'])}"
+                 if (level, v) in by else "not run" for v in variants]
         rows.append([str(level), pct(density), *cells])
     spread_text = "[min, max]" if spread == "minmax" else "± std"
-    detail = [[str(e["level"]), e["variant"], str(e["n"]), pct(e["density"]),
+    detail = [[str(e["level"]), e["variant"], n_text(e), pct(e["density"]),
                *[pct(e["early_stop_test_accuracy"][s]) for s in ("mean", "min", "max", "std")],
                _step_cell(e["early_stop_step"]), pct(e["final_test_accuracy"]["mean"]), verdict(e["matching"])]
               for e in _ordered(entries)]
@@ -148,8 +149,29 @@ def _verdict_blocks(entries: list[dict[str, Any]], spread: str) -> list[tuple]:
                        "early-stop step mean [min, max]", "final acc. mean", "verdict"], detail)]
 
 
+def n_text(entry: dict[str, Any], inline: bool = False) -> str:
+    """Jobs in the statistics, and those left out because they diverged: '2 (+1 diverged)'; inline (already
+    in parentheses): '2, +1 diverged'."""
+    extra = entry.get("diverged", 0)
+    if not extra:
+        return str(entry["n"])
+    return f"{entry['n']}, +{extra} diverged" if inline else f"{entry['n']} (+{extra} diverged)"
+
+
 def _step_cell(stat: dict[str, float | None]) -> str:
     return "n/a" if stat["mean"] is None else f"{stat['mean']:.0f} [{stat['min']:.0f}, {stat['max']:.0f}]"
+
+
+def _diverged_blocks(rows: list[dict[str, Any]]) -> list[tuple]:
+    """The jobs whose training diverged: listed, and left out of every mean, figure and overlap."""
+    bad = [[str(r["seed"]), r["variant"], str(r["level"]), r["job_dir"], str(r["diverged_at_step"])]
+           for r in rows if r.get("status") == "diverged"]
+    if not bad:
+        return []
+    return [("h3", "Diverged jobs"),
+            ("bad", f"{len(bad)} job(s) DIVERGED (a loss or the weights stopped being finite): they are left out of "
+                    "every mean, verdict, figure and overlap above and below, and counted as '+k diverged'."),
+            ("table", ["seed", "variant", "level", "folder", "diverged at step"], bad)]
 
 
 def _check_blocks(rows: list[dict[str, Any]]) -> list[tuple]:
@@ -215,16 +237,29 @@ def _stability_blocks(exp_dir: Path, out: Path, files: dict[str, Path]) -> list[
                                  "the state is stable to SGD noise.")]
 
 
+def check_report_dir(out: Path) -> None:
+    """A report folder is a folder (or a path to make one) outside the run store: one line otherwise."""
+    if out.exists() and not out.is_dir():
+        raise TicketlabError(f"cannot write the report into {out}: it is a file, not a folder")
+    part = store_part(out)
+    if part is not None:
+        raise TicketlabError(f"will not write the report into {out}: it is inside the run store ({part}), which "
+                             "reports only read; choose an --out folder outside it")
+
+
 def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "minmax",
                  title: str | None = None) -> dict[str, Path]:
-    """Figures, table.csv/json, report.html (self-contained) and report.md for the runs in `paths`."""
+    """Figures, table.csv/json, report.html (self-contained) and report.md for the runs in `paths`, in the folder
+    `out_dir`, which must lie outside the run store (reports only read it)."""
     if spread not in figures.SPREADS:
         raise TicketlabError(f"unknown spread {spread!r}; choose one of: {', '.join(figures.SPREADS)}")
+    check_report_dir(Path(out_dir))
     exp_dirs = {d.name: d for d, _ in experiment_dirs(paths)}
-    rows = collect(paths, allow_empty=True)  # an experiment may hold only stability analyses
-    if not rows and not any(stability.stability_results(d) for d in exp_dirs.values()):
+    every_row = collect(paths, allow_empty=True)  # an experiment may hold only stability analyses
+    rows = healthy(every_row)  # diverged jobs: counted in the table and listed, never plotted or averaged
+    if not every_row and not any(stability.stability_results(d) for d in exp_dirs.values()):
         raise TicketlabError(f"no finished jobs found in {', '.join(str(p) for p in paths)}")
-    table, overlap = aggregate(rows), overlap_table(rows)
+    table, overlap = aggregate(every_row), overlap_table(rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = dict(zip(("csv", "json"), _write_tables(flat_table(table), out)))
@@ -240,7 +275,8 @@ def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "mi
             continue
         blocks += [("h2", f"Experiment {name}"), ("p", f"Folder: {d}")] + _config_blocks(d)
         if entries:  # an experiment may hold only stability analyses
-            blocks += _verdict_blocks(entries, spread) + _check_blocks([r for r in rows if r["experiment"] == name])
+            mine = [r for r in every_row if r["experiment"] == name]
+            blocks += _verdict_blocks(entries, spread) + _diverged_blocks(mine) + _check_blocks(mine)
             blocks += [("h3", "Figures")] + fig_blocks.get(name, [])
             blocks += _overlap_blocks([o for o in overlap if o["experiment"] == name], entries)
         blocks += stable

@@ -3,10 +3,17 @@
 A run is a pure function of (initial weights, mask, hyper-parameters, data seed): the batch of step s and
 the LR of step s are computed from s, and the checkpoint holds the weights, optimizer state, RNG state and
 metrics so far. Killed at any moment and resumed, it ends bit-identical to an uninterrupted run (CPU).
+
+A run that diverges stops with `Diverged`: a training loss that is not finite (NaN or inf; the losses of
+the steps since the last evaluation are kept as tensors and checked at each evaluation point and at the end,
+so the check adds no device synchronisation per step), or weights, buffers or an evaluation loss that are
+not finite at an evaluation point. Nothing computed from such weights is returned, evaluated or
+checkpointed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +23,7 @@ from torch import nn
 
 from ..config import TrainingHparams
 from ..data import BatchOrder, DataSplits
+from ..errors import TicketlabError
 from ..masks import Mask, MaskApplier
 from ..store import load_checkpoint, save_checkpoint
 from .evaluate import evaluate
@@ -37,6 +45,70 @@ class TrainResult:
                 "final_step": self.final["step"],
                 "final_test_accuracy": self.final["test_accuracy"],
                 "final_val_accuracy": self.final["val_accuracy"]}
+
+
+class Diverged(TicketlabError):
+    """Training stopped because a loss or the weights stopped being finite.
+
+    `step`: the first step where it was seen (the step whose training loss was not finite, or the evaluation
+    point whose weights or evaluation loss were not finite); `reason`: what was not finite; `evals`: the
+    evaluation rows before it (all finite)."""
+
+    def __init__(self, step: int, reason: str, evals: list[dict[str, float]]):
+        super().__init__(f"training diverged at step {step}: {reason}")
+        self.step, self.reason, self.evals = step, reason, evals
+
+    def __reduce__(self):  # noqa: ANN204 - picklable across worker processes
+        return Diverged, (self.step, self.reason, self.evals)
+
+
+class _LossLog:
+    """Training losses since the last check, as tensors: appending costs no synchronisation with the device;
+    `first_bad` reads them once. Stacked every `CHUNK` steps so a long interval holds few tensors."""
+
+    CHUNK = 1024
+
+    def __init__(self) -> None:
+        self.chunks: list[torch.Tensor] = []
+        self.pending: list[torch.Tensor] = []
+        self.count = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss.detach())
+        self.count += 1
+        if len(self.pending) == self.CHUNK:
+            self.chunks.append(torch.stack(self.pending))
+            self.pending = []
+
+    def first_bad(self) -> int | None:
+        """Offset (from the first logged step) of the first loss that is not finite; None if all are. Clears."""
+        if not self.count:
+            return None
+        losses = torch.cat(self.chunks + ([torch.stack(self.pending)] if self.pending else []))
+        self.chunks, self.pending, self.count = [], [], 0
+        bad = ~torch.isfinite(losses)
+        return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
+
+
+def _check_finite(log: _LossLog, model: nn.Module, step: int, evals: list[dict[str, float]]) -> None:
+    """At an evaluation point `step`: raise Diverged if a training loss since the last check, or a weight or
+    buffer now, is not finite."""
+    first = step - log.count
+    offset = log.first_bad()
+    if offset is not None:
+        raise Diverged(first + offset, "loss is not finite", evals)
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        raise Diverged(step, f"weights are not finite ({', '.join(bad)})", evals)
+
+
+def _check_row(row: dict[str, float | None], step: int, evals: list[dict[str, float]]) -> None:
+    """An evaluation loss that is not finite (on a split that has examples) is divergence too."""
+    for split in ("val", "test"):
+        loss = row[f"{split}_loss"]
+        if loss is not None and row[f"{split}_accuracy"] == row[f"{split}_accuracy"] and not math.isfinite(loss):
+            raise Diverged(step, f"{'validation' if split == 'val' else 'test'} loss is not finite", evals)
 
 
 @dataclass
@@ -61,7 +133,10 @@ class Hooks:
 
 def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *, data_seed: int,
           start_step: int = 0, checkpoint: Checkpointing | None = None, hooks: Hooks | None = None) -> TrainResult:
-    """Train `model` (already holding its starting weights) from `start_step` to hp.train_steps."""
+    """Train `model` (already holding its starting weights) from `start_step` to hp.train_steps.
+
+    Raises Diverged (a TicketlabError) when a training loss, the weights or an evaluation loss stop being
+    finite; the model then holds the non-finite weights and no checkpoint of them is written."""
     hooks = hooks or Hooks()
     applier = MaskApplier(model, mask)
     applier.weights()
@@ -84,9 +159,12 @@ def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *
 
     model.train()
     lr = None
+    losses = _LossLog()
     while True:
         if (step % hp.eval_every == 0 or step == hp.train_steps) and not (evals and evals[-1]["step"] == step):
+            _check_finite(losses, model, step, evals)
             row = _evaluate(model, data, step, test=step % test_every == 0 or step == hp.train_steps)
+            _check_row(row, step, evals)
             if row["val_loss"] < min((e["val_loss"] for e in evals), default=float("inf")):
                 best = None if row["test_loss"] is not None else {k: v.clone() for k, v in model.state_dict().items()}
             evals.append(row)
@@ -108,6 +186,7 @@ def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *
         if hooks.batch_transform:
             x, y = hooks.batch_transform(x, y, step)
         loss = nn.functional.cross_entropy(model(x), y)
+        losses.add(loss)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         applier.grads()

@@ -1,0 +1,159 @@
+"""Pruning at initialisation, random masks and their sanity checks, on equal terms with IMP.
+
+A method is a point on the pruning axes applied to theta_0 (before any training):
+    magnitude  |w| at init, global            snip   |g * w| on one mini-batch, global
+    grasp      w * Hg, 10 examples per class   synflow  data-free, 100 exponential rounds, global
+    random     random scores, uniform layers  random-erk / random-balanced / random-pyramidal
+The subnetwork then trains from theta_0 with the experiment's recipe, seeds and data order, like IMP's
+tickets. Sanity checks (Frankle et al. 2021) branch off each method's mask:
+    shuffle  the mask permuted within each layer (same layer densities, positions forgotten)
+    reinit   the same mask on fresh initial weights
+    invert   the method's scores negated: keep the weights it ranks lowest (scored methods only)
+A method whose accuracy survives shuffling chose layer densities, not weights.
+
+Job kind `pai`: `pai_<h>/seed_<s>/density_<d>/` (h = the dense experiment's identity + the method), checks in
+`density_<d>/check_<name>/`. A mask the doctor finds collapsed (no input-output path) is not trained
+(experiments/job.py): its summary says so, and so do the CLI and the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import store
+from ..config import RunConfig
+from ..errors import TicketlabError
+from ..identity import digest
+from ..jobs import Job, Runtime, register_kind
+from ..masks import Mask
+from ..pruning import SCORERS, budget_for, prune
+from ..seeds import derive_seed
+from .controls import shuffle_mask
+from .job import require_healthy, run_training
+from .plan import Replicate, dense_experiment, provenance, relative
+
+
+@dataclass(frozen=True)
+class Method:
+    scorer: str
+    allocation: str = "global"
+    schedule: str = "oneshot"
+    rounds: int = 1
+    batch: str = "none"  # none | minibatch (the recipe's batch size) | per_class (examples_per_class of each)
+    examples_per_class: int = 10
+
+    @property
+    def random(self) -> bool:
+        return self.scorer == "random"
+
+
+METHODS: dict[str, Method] = {
+    "magnitude": Method("magnitude"),
+    "snip": Method("snip", batch="minibatch"),
+    "grasp": Method("grasp", batch="per_class"),
+    "synflow": Method("synflow", schedule="exponential", rounds=100, batch="minibatch"),  # only its shape is used
+    "random": Method("random", "uniform"),
+    "random-erk": Method("random", "erk"),
+    "random-balanced": Method("random", "balanced"),
+    "random-pyramidal": Method("random", "pyramidal"),
+}
+CHECKS = ("shuffle", "reinit", "invert")
+
+
+def method(name: str) -> Method:
+    if name not in METHODS:
+        raise TicketlabError(f"unknown method {name!r}; choose from: imp, {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def checks_for(name: str, wanted: tuple[str, ...]) -> list[str]:
+    """The sanity checks that mean something for a method: a random mask has no scores to invert and no
+    positions to forget."""
+    return [c for c in wanted if not (method(name).random and c in ("shuffle", "invert"))]
+
+
+def pai_jobs(config: RunConfig, names: list[str], densities: list[float], reps: list[Replicate], runtime: Runtime,
+             checks: tuple[str, ...] = CHECKS) -> tuple[dict[str, Path], list[Job]]:
+    """Each method's experiment folder and its jobs: one per (seed, density), plus its sanity checks."""
+    for d in densities:
+        if not 0 < d < 1:
+            raise TicketlabError(f"densities must be in (0, 1), got {d}")
+    for c in checks:
+        if c not in CHECKS:
+            raise TicketlabError(f"unknown sanity check {c!r}; choose from: {', '.join(CHECKS)}")
+    dense_id, _ = dense_experiment(config, runtime, record=False)
+    folders, jobs = {}, []
+    for name in names:
+        spec = method(name)
+        identity = {"dense": dense_id, "method": dataclasses.asdict(spec), "ignore": list(config.pruning.ignore)}
+        folder = store.experiment_dir(runtime.root, "pai", digest(identity))
+        body = config.to_dict()
+        body.pop("seed")
+        store.record_experiment(folder, {"kind": "pai", "method": name, "hash": digest(identity),
+                                         "identity": identity, "config": body}, provenance)
+        folders[name] = folder
+        for rep in reps:
+            for d in densities:
+                base = relative(store.density_dir(store.seed_dir(folder, rep.seed), d), runtime)
+                params = {"rep": rep, "method": name, "spec": spec, "density": d}
+                jobs.append(Job("pai", base, {**params, "check": None}, label=f"seed {rep.seed} {name} d={d:g}"))
+                for c in checks_for(name, checks):
+                    jobs.append(Job("pai", store.check_dir(Path(base), c).as_posix(), {**params, "check": c},
+                                    (base,), label=f"seed {rep.seed} {name} d={d:g} check {c}"))
+    return folders, jobs
+
+
+def scoring_batch(spec: Method, data: Any, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The data a scorer sees: one seeded mini-batch, or `examples_per_class` seeded examples of each class."""
+    if spec.batch == "none":
+        return None
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data.train_y), generator=g).to(data.train_y.device)
+    if spec.batch == "minibatch":
+        idx = order[:batch_size]
+    else:
+        labels = data.train_y[order]
+        idx = torch.cat([order[labels == c][: spec.examples_per_class] for c in range(data.num_classes)])
+    return data.train_x[idx], data.train_y[idx]
+
+
+@register_kind("pai")
+def run_pai(job: Job, rt: Runtime) -> None:
+    p = job.params
+    rep: Replicate = p["rep"]
+    spec: Method = p["spec"]
+    config, density, check = rep.config, p["density"], p["check"]
+    data = rt.data(config.dataset, rep.fingerprint)
+    model = rt.model(config, data, rep.seeds["init"])
+    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    draw = derive_seed(rep.seed, "pai", p["method"], density)
+    budget = budget_for(model, density, spec.allocation, config.pruning)
+    start = theta0
+    if check in ("shuffle", "reinit"):
+        require_healthy(rt.path(job.deps[0]), job.describe().rsplit(" check ", 1)[0])
+        mask = Mask.load(rt.path(job.deps[0]) / store.MASK)
+        if check == "shuffle":
+            mask = shuffle_mask(mask, torch.Generator().manual_seed(derive_seed(draw, "shuffle")))
+        else:
+            start = rt.model(config, data, derive_seed(draw, "reinit")).state_dict()
+    else:
+        scorer = SCORERS[spec.scorer]
+        if check == "invert":
+            def inverted(*args):  # noqa: ANN002, ANN202  (keep the weights the method ranks lowest)
+                return {k: -s for k, s in scorer(*args).items()}
+            chosen = inverted
+        else:
+            chosen = scorer
+        mask = prune(model, density=density, scorer=chosen, allocation=spec.allocation, hp=config.pruning,
+                     batch=scoring_batch(spec, data, config.training.batch_size, derive_seed(draw, "batch")),
+                     schedule=spec.schedule, rounds=spec.rounds, generator=torch.Generator().manual_seed(draw))
+    info = {"method": p["method"], "variant": f"check_{check}" if check else "ticket", "requested_density": density,
+            "level": 0, "rewind_step": 0, "seed": rep.seed, "seeds": rep.seeds}
+    run_training(rt.path(job.folder), model=model, data=data, training=config.training, mask=mask, start=start,
+                 start_step=0, data_seed=rep.seeds["data"], budget=budget, info=info, label=job.describe(),
+                 progress=rt.progress, checkpoint_every=rt.options.checkpoint_every)

@@ -1,0 +1,72 @@
+"""`compare`: IMP, pruning at initialisation and random masks on equal terms, with sanity checks and a report."""
+
+import json
+
+import pytest
+
+from ticketlab.experiments.compare import run_compare
+from ticketlab.experiments.pai import checks_for
+from ticketlab.report.methods import write_report
+from conftest import small_config
+
+METHODS = ["imp", "snip", "grasp", "synflow", "magnitude", "random", "random-erk"]
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory, synthetic):
+    root = tmp_path_factory.mktemp("runs")
+    config = small_config(training={"train_steps": 60, "eval_every": 30}, pruning={"rate": 0.5})
+    return run_compare(config, METHODS, [0.2, 0.05], data=synthetic, root=root), root, config
+
+
+def test_every_method_density_and_check_is_trained_once(comparison):
+    result, _, _ = comparison
+    got = {(r["method"], r["variant"], r["requested_density"]) for r in result.rows}
+    want = {(m, "ticket", d) for m in METHODS for d in (0.2, 0.05)}
+    want |= {(m, f"check_{c}", d) for m in METHODS if m != "imp" for c in checks_for(m, ("shuffle", "reinit", "invert"))
+             for d in (0.2, 0.05)}
+    want |= {("imp", f"check_{c}", d) for c in ("shuffle", "reinit") for d in (0.2, 0.05)}
+    assert got == want and len(result.rows) == len(want)
+    for r in result.rows:
+        if r["method"] != "imp":  # PaI masks are cut to the requested density exactly
+            assert r["density"] == pytest.approx(r["requested_density"], abs=2e-3)
+        if (r["method"], r["variant"]) == ("synflow", "check_invert"):
+            # inverted SynFlow keeps the weights with the least flow first: none of them on a path. The doctor
+            # says so, and the mask is not trained at chance.
+            assert r["collapsed"] and r["status"] == "collapsed" and r["early_stop_test_accuracy"] is None
+        else:
+            assert r["status"] == "ok" and not r["collapsed"] and 0.0 < r["early_stop_test_accuracy"] <= 1.0
+
+
+def test_imp_is_read_at_the_nearest_ladder_level(comparison):
+    result, _, _ = comparison
+    imp = {r["requested_density"]: r["density"] for r in result.rows if r["method"] == "imp" and r["variant"] == "ticket"}
+    # 50% per level, the output layer at 10%: levels 2 (26.0%) and 5 (4.13%) are the nearest on a log scale
+    assert imp[0.2] == pytest.approx(0.26, abs=0.01) and imp[0.05] == pytest.approx(0.0413, abs=0.001)
+
+
+def test_a_rerun_reuses_everything(comparison, synthetic):
+    result, root, config = comparison
+    calls = []
+    again = run_compare(config, METHODS, [0.2, 0.05], data=synthetic, root=root, progress=lambda *a: calls.append(a))
+    assert calls == [] and len(again.rows) == len(result.rows)
+
+
+def test_the_report_has_every_method_checks_and_a_figure(comparison, tmp_path):
+    result, _, _ = comparison
+    files = write_report(result, tmp_path / "report", "compare test")
+    page = files["md"].read_text()
+    for m in METHODS:
+        assert f"| {m} |" in page
+    assert "shuffled within layers" in page and files["png"].read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(files["json"].read_text())["verdicts"]
+
+
+def test_a_collapsed_mask_is_flagged_and_not_trained(tmp_path, synthetic):
+    # magnitude at init, global, at 0.05% of an MLP: the small output layer is pruned away first
+    config = small_config(training={"train_steps": 40, "eval_every": 20})
+    result = run_compare(config, ["random"], [0.0005], checks=(), data=synthetic, root=tmp_path)
+    (row,) = result.rows
+    assert row["collapsed"] and row["status"] == "collapsed" and row["early_stop_test_accuracy"] is None
+    files = write_report(result, tmp_path / "report", "collapse")
+    assert "collapsed" in files["md"].read_text()
