@@ -147,6 +147,11 @@ def test_a_diverged_level_is_finished_and_nothing_is_pruned_from_it(tmp_path, sy
     assert steps == [] and (exp / "seed_0/level_1/summary.json").read_bytes() == before
     assert not list(tmp_path.rglob("level_2/summary.json"))
 
+    from ticketlab.export import export_ticket  # a diverged level has no ticket to export: one line
+
+    with pytest.raises(TicketlabError, match=r"^level 1 of .* diverged at step \d+: it has no trained weights"):
+        export_ticket(exp / "seed_0", 1, "safetensors", tmp_path / "out")
+
 
 def test_controls_and_stability_copies_refuse_a_diverged_level(tmp_path, synthetic):
     from ticketlab.experiments.controls import Control

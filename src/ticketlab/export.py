@@ -86,6 +86,10 @@ def _read_level(run_dir: Path, level: int) -> dict[str, Any]:
         raise TicketlabError(f"{run_dir} is not a seed folder of a run store: {experiment_file} is missing")
     experiment, mask = read_json(experiment_file), Mask.load(job / MASK)
     summary = read_summary(job)
+    if summary.get("status", "ok") != "ok":
+        raise TicketlabError(f"level {level} of {run_dir} {summary['status']}"
+                             + (f" at step {summary.get('diverged_at_step')}" if summary["status"] == "diverged" else "")
+                             + ": it has no trained weights to export")
     metadata = {"experiment_hash": experiment["hash"], "config": experiment["config"],
                 "provenance": experiment.get("provenance"), "seed": seed_of(run_dir),
                 "level": level, "start_step": summary["start_step"], "density": mask.density(),

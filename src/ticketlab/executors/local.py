@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
 
 from ..errors import Blocked, TicketlabError
 from ..jobs import Job, RunOptions, Runtime, execute
@@ -72,6 +73,17 @@ class SerialExecutor:
         return [j.folder for j in jobs]
 
 
+def finished_jobs(jobs: list[Job], by_folder: dict[str, Job], root: Path) -> set[str]:
+    """The jobs that are finished, and so are their deps: a job whose dep runs again is checked again
+    (execute) once the dep is done, since a dep recomputed with other results makes it stale."""
+    stored = {j.folder for j in jobs if is_done(root / j.folder)}
+    done: set[str] = set()
+    while grown := [j.folder for j in jobs if j.folder in stored and j.folder not in done
+                    and all(d in done or d not in by_folder for d in j.deps)]:
+        done.update(grown)
+    return done
+
+
 def blocked_error(blocked: dict[str, str | None], by_folder: dict[str, Job]) -> TicketlabError:
     """One line for the end of a run: the jobs that were not run (a job raised errors.Blocked, e.g. it builds on
     a job that diverged; None: a job it needs was not run), why, and that every other job finished."""
@@ -87,7 +99,9 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _die_with_parent(parent: int) -> None:
-    """Worker initializer: this process ends when `parent` does, however it ends."""
+    """Worker initializer: this process ends when `parent` does, however it ends. Ctrl-C reaches the whole
+    process group: the parent alone answers it (and ends the workers), so a worker prints no traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
@@ -124,13 +138,7 @@ class LocalExecutor:
     def run(self, jobs: list[Job], options: RunOptions) -> list[str]:
         by_folder = ready_order(jobs)
         root = Runtime(options).root  # checks the options once, here, before any worker starts
-        stored = {j.folder for j in jobs if is_done(root / j.folder)}
-        # finished, and so are its deps: a job whose dep runs again is checked again (execute) once the dep is
-        # done, since a dep recomputed with other results makes it stale
-        done: set[str] = set()
-        while grown := [j.folder for j in jobs if j.folder in stored and j.folder not in done
-                        and all(d in done or d not in by_folder for d in j.deps)]:
-            done.update(grown)
+        done = finished_jobs(jobs, by_folder, root)
         pending = [j for j in jobs if j.folder not in done]
         blocked: dict[str, str | None] = {}  # not run (errors.Blocked) and why; None: a job it needs was not run
         running: dict[Future, tuple[Job, float]] = {}

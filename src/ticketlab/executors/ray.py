@@ -24,10 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import TicketlabError
+from ..errors import Blocked, TicketlabError
 from ..jobs import KINDS, Job, RunOptions, Runtime, execute
-from ..store import is_done
-from .local import ready_order
+from .local import blocked_error, finished_jobs, ready_order
 
 LOCAL_OBJECT_STORE = 100 * 1024 * 1024  # bytes: tasks pass only folder names, so a small store is plenty
 
@@ -109,13 +108,7 @@ class RayExecutor:
         options = dataclasses.replace(options, root=str(Path(options.root).resolve()),
                                       data_dir=str(Path(options.data_dir).resolve()) if options.data_dir else None)
         root = Path(options.root)
-        finished = {j.folder for j in jobs if is_done(root / j.folder)}
-        # finished, and so are its deps (as the local executor): a job whose dep runs again is submitted too,
-        # and execute checks it once the dep is done (a dep recomputed with other results makes it stale)
-        done: set[str] = set()
-        while grown := [j.folder for j in jobs if j.folder in finished and j.folder not in done
-                        and all(d in done or d not in by_folder for d in j.deps)]:
-            done.update(grown)
+        done = finished_jobs(jobs, by_folder, root)  # as the local executor
         pending = [j for j in jobs if j.folder not in done]
         self.submitted = []
         if not pending:
@@ -159,6 +152,7 @@ class RayExecutor:
             self.submitted.append(job.folder)
         job_of = {ref: by_folder[folder] for folder, ref in refs.items()}
         remaining = list(refs.values())
+        blocked: dict[str, str | None] = {}  # as the local executor: the other jobs still run (errors.Blocked)
         with tqdm(total=total, initial=total - len(order), desc="jobs (ray)", unit="job", file=sys.stderr,
                   disable=not self.log, dynamic_ncols=True) as bar:
             while remaining:
@@ -168,11 +162,17 @@ class RayExecutor:
                     try:
                         ray.get(ref)
                     except BaseException as err:
+                        cause = _unwrap(ray, err, job)
+                        if isinstance(cause, Blocked):  # builds on a diverged job: skip it and what needs it
+                            blocked[job.folder] = None if any(d in blocked for d in job.deps) else str(cause)
+                            continue
                         for other in remaining:
                             ray.cancel(other)
-                        raise _unwrap(ray, err, job) from None
+                        raise cause from None
                     bar.set_postfix_str(job.describe()[-60:], refresh=False)
                     bar.update(1)
+        if blocked:
+            raise blocked_error(blocked, by_folder)
 
 
 def _says(resources: dict[str, float]) -> str:
