@@ -172,3 +172,13 @@ def test_seeds_of_each_stream_are_derived_and_recorded(tmp_path, synthetic):
     seeds = result.levels[0]["seeds"]
     assert seeds == streams(3) and seeds["init"] != seeds["data"]
     assert result.levels[1]["data_seed"] == seeds["data"] and result.levels[1]["seed"] == 3
+
+
+def test_the_library_checks_levels_and_sizes_before_training(tmp_path, synthetic):
+    from ticketlab import TicketlabError
+
+    with pytest.raises(TicketlabError, match="would prune every layer"):
+        run_lottery(small_config(lottery={"levels": 100_000}), data=synthetic, root=tmp_path)
+    with pytest.raises(TicketlabError, match="batch_size .32. exceeds the training set"):
+        run_lottery(small_config(dataset={"val_size": 2999}), root=tmp_path)  # data loaded by name: checked
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -15,6 +15,7 @@ from torch import nn
 
 from .. import store
 from ..config import RunConfig
+from ..configure import check_data_size, check_model
 from ..data import DataSplits
 from ..errors import TicketlabError
 from ..executors import make_executor
@@ -107,6 +108,10 @@ def run_study(plan: StudyPlan, *, workers: int = 1, data: DataSplits | None = No
     runtime = Runtime(options(**run_options), progress)
     if data is not None:
         runtime.add_data(plan.config.dataset, data)
+    else:
+        check_data_size(plan.config)  # said before anything is loaded or written, as the command line does
+    if runtime.options.model_fn is None:
+        check_model(plan.config, plan.levels or 0)
     reps, jobs = plan_jobs(plan, runtime)
     execute_all(jobs, runtime, workers, executor, address)
     return read_back(plan, reps, jobs, runtime.root)
