@@ -70,3 +70,24 @@ def test_a_collapsed_mask_is_flagged_and_not_trained(tmp_path, synthetic):
     assert row["collapsed"] and row["status"] == "collapsed" and row["early_stop_test_accuracy"] is None
     files = write_report(result, tmp_path / "report", "collapse")
     assert "collapsed" in files["md"].read_text()
+
+
+def test_a_methods_folder_depends_on_the_rates_only_when_its_allocation_reads_them(tmp_path, synthetic):
+    from ticketlab.experiments.pai import METHODS, Method, pai_jobs
+    from ticketlab.experiments.plan import resolve
+    from ticketlab.experiments.study import options
+    from ticketlab.jobs import Runtime
+
+    METHODS["random-layerwise"] = Method("random", "layerwise")
+    try:
+        folders = {}
+        for rate in (0.2, 0.5):
+            config = small_config(pruning={"rate": rate})
+            runtime = Runtime(options(root=tmp_path))
+            runtime.add_data(config.dataset, synthetic)
+            reps = resolve(config, [0], runtime)
+            folders[rate], _ = pai_jobs(config, ["random", "random-layerwise"], [0.1], reps, runtime, ())
+        assert folders[0.2]["random"] == folders[0.5]["random"]  # uniform: the rates change nothing
+        assert folders[0.2]["random-layerwise"] != folders[0.5]["random-layerwise"]
+    finally:
+        METHODS.pop("random-layerwise")

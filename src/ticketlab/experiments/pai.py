@@ -28,7 +28,7 @@ import torch
 from .. import store
 from ..config import RunConfig
 from ..errors import TicketlabError
-from ..identity import digest
+from ..identity import changed_fields, digest
 from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
 from ..pruning import SCORERS, budget_for, prune
@@ -91,6 +91,8 @@ def pai_jobs(config: RunConfig, names: list[str], densities: list[float], reps: 
     for name in names:
         spec = method(name)
         identity = {"dense": dense_id, "method": dataclasses.asdict(spec), "ignore": list(config.pruning.ignore)}
+        if spec.allocation == "layerwise":  # the only allocation that reads the per-layer rates
+            identity["pruning"] = changed_fields(config.pruning)
         folder = store.experiment_dir(runtime.root, "pai", digest(identity))
         body = config.to_dict()
         body.pop("seed")
