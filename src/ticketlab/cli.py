@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
         controls = parse_controls(args.controls, args.control_reps, scales)
     plan = StudyPlan(config, replicates=args.replicates, controls=controls,
                      control_levels=_levels(getattr(args, "control_levels", None)))
-    _check_plan(config, plan.replicates, plan.levels or 0)
+    _check_replicates(plan.replicates)
     if plan.control_levels is not None and args.controls:
         top = config.lottery.levels if config.kind == "lottery" else 0
         beyond = [lvl for lvl in plan.control_levels if lvl > top]
@@ -354,20 +354,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_plan(config: RunConfig, replicates: int, levels: int) -> None:
-    """What needs more than the config, said before anything is loaded or written: every replicate's seed in
-    range, a sane number of replicates, and what only the network can tell (configure.check_model: it builds,
-    the pruning names exist, `levels` leave some weight)."""
-    from .configure import check_data_size, check_model
-    from .seeds import MAX_SEED
-
+def _check_replicates(replicates: int) -> None:
+    """A sane number of replicates, said before anything is loaded or written. The seeds' range, the data
+    sizes and what only the network can tell are checked by the library as it plans (run_study,
+    run_compare), also before anything is written."""
     if replicates > MAX_REPLICATES:
         raise TicketlabError(f"--replicates must be at most {MAX_REPLICATES:,}, got {replicates:,}")
-    if config.seed + replicates - 1 > MAX_SEED:
-        raise TicketlabError(f"seeds {config.seed} to {config.seed + replicates - 1} go past 2^63 - 1: use a "
-                             "smaller --seed")
-    check_data_size(config)
-    check_model(config, levels)
 
 
 def _warn_checks(replicates: dict[int, dict[str, Any]]) -> None:
@@ -426,7 +418,7 @@ def stability(args: argparse.Namespace) -> int:
                              f"{args.points:,}")
     plan = StudyPlan(dataclasses.replace(config, lottery=dataclasses.replace(config.lottery, levels=0)),
                      replicates=args.replicates, stability=specs)
-    _check_plan(config, plan.replicates, plan.levels or 0)
+    _check_replicates(plan.replicates)
     result = run_study(plan, workers=_workers(args.workers, True), **_run_options(args))
     results = [r for rep in result.replicates.values() for r in rep["stability"]]
     if args.json:
@@ -506,14 +498,6 @@ def _io_message(e: OSError, args: argparse.Namespace) -> str:
     return f"{path}: {reason}"
 
 
-def _safetensors_os_error(e: Exception) -> OSError | None:
-    """safetensors reports a failed write (e.g. a full disk) as SafetensorError '... (os error 28)': the
-    OSError it stands for, or None for any other SafetensorError."""
-    m = re.search(r"os error (\d+)", str(e))
-    path = re.search(r'at path "([^"]+)"', str(e))
-    return OSError(int(m.group(1)), os.strerror(int(m.group(1))), path and path.group(1)) if m else None
-
-
 def compare(args: argparse.Namespace) -> int:
     from .data import dataset_info
     from .experiments.compare import run_compare
@@ -528,7 +512,7 @@ def compare(args: argparse.Namespace) -> int:
     except ValueError:
         raise TicketlabError(f"--densities: cannot read {args.densities!r} (e.g. 0.2,0.05,0.01)") from None
     checks = () if args.checks.strip() in ("", "none") else tuple(c.strip() for c in args.checks.split(","))
-    _check_plan(config, args.replicates, 0)
+    _check_replicates(args.replicates)
     out = Path(args.report_dir or f"compare_{config.model.name}_{config.dataset.name}")
     check_report_dir(out)  # before any training: the report must not land in the store
     result = run_compare(config, methods, densities, replicates=args.replicates, checks=checks,
@@ -591,14 +575,6 @@ def main(argv: list[str] | None = None) -> int:
         name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("SIGINT", 130)
         print(f"ticketlab: stopped by {name}; rerun the same command to resume", file=sys.stderr)
         return code
-    except Exception as e:
-        from safetensors import SafetensorError
-
-        cause = _safetensors_os_error(e) if isinstance(e, SafetensorError) else None
-        if cause is None:
-            raise
-        print(f"ticketlab: error: {_io_message(cause, args)}", file=sys.stderr)
-        return 1
     finally:
         if installed:  # as they were (main is also called in-process, e.g. by tests)
             for signum, handler in zip((signal.SIGTERM, signal.SIGINT), previous):

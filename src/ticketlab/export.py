@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from torch.nn.utils import prune
 
@@ -30,7 +29,7 @@ from .models import build_model
 from .models.mlp import MLP
 from .sparse import SparseLinear, SparseMLP, choose_layers, load_sparse_mlp, sparse_mlp, sparsify, swap
 from .store import (CONFIG, FINAL, INIT, MASK, atomic_write, finished_levels, is_done, level_dir, load_weights,
-                    read_json, read_summary, seed_of, store_part)
+                    read_json, read_summary, seed_of, store_part, write_safetensors)
 
 FORMATS = {"safetensors": ".safetensors", "dense": ".dense.safetensors", "torch-prune": ".pt",
            "sparse": ".sparse.safetensors"}
@@ -114,8 +113,7 @@ def _masked_final(ticket: dict[str, Any]) -> dict[str, torch.Tensor]:
 def _save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
     # safetensors metadata is str -> str: each value is stored as JSON so numbers and dicts come back typed.
     text = {k: json.dumps(v, sort_keys=True) for k, v in metadata.items()}
-    data = safetensors_bytes({k: v.contiguous() for k, v in tensors.items()}, metadata=text)
-    atomic_write(path, lambda p: p.write_bytes(data))  # a full disk: an OSError naming the file, said in one line
+    write_safetensors(path, tensors, metadata=text)  # a full disk: an OSError naming the file, said in one line
 
 
 def _read_safetensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -67,6 +67,16 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.unlink(tmp)
 
 
+def write_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file, atomically. Serialised in memory first, then written as bytes: a failed write (a
+    full or read-only disk) is then an ordinary OSError naming the file, where safetensors' own writer
+    would raise its own error type."""
+    from safetensors.torch import save  # here, not at import: the lowest layer stays free of torch
+
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
 def is_tmp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 

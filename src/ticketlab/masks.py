@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .errors import TicketlabError
-from .files import atomic_write
+from .files import write_safetensors
 from .models.init import LAYERS
 
 
@@ -74,8 +74,7 @@ class Mask:
 
     def save(self, path: Path) -> None:
         """Written whole or not at all (a temporary file renamed into place): a kill never leaves half a mask."""
-        tensors = {k: v.to(torch.uint8).contiguous() for k, v in self.tensors.items()}
-        atomic_write(Path(path), lambda p: save_file(tensors, str(p)))
+        write_safetensors(Path(path), {k: v.to(torch.uint8) for k, v in self.tensors.items()})
 
     @classmethod
     def load(cls, path: Path) -> "Mask":

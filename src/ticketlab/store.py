@@ -49,11 +49,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .errors import TicketlabError
-from .files import atomic_write, file_digest, fsync_dir, is_tmp, remove_stale_tmp  # noqa: F401  (this API)
+from .files import (atomic_write, file_digest, fsync_dir, is_tmp, remove_stale_tmp,  # noqa: F401  (this API)
+                    write_safetensors)
 
 DEFAULT_ROOT = Path(os.environ.get("TICKETLAB_RUNS", "runs"))
 
@@ -222,8 +223,7 @@ def read_json(path: Path) -> Any:
 
 def save_weights(path: Path, model_or_state: nn.Module | dict[str, torch.Tensor]) -> None:
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    atomic_write(path, lambda p: save_file(tensors, str(p)))
+    write_safetensors(path, {k: v.detach().to("cpu") for k, v in state.items()})
 
 
 def load_weights(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ from .controls import Control, control_jobs
 from .lottery import level_jobs
 from .pai import CHECKS, method, pai_jobs
 from .plan import resolve
-from .study import execute_all, options
+from .study import check_before_planning, execute_all, options
 
 MAX_LEVELS = 200
 
@@ -65,6 +65,7 @@ def run_compare(config: RunConfig, methods: list[str], densities: list[float], *
     runtime = Runtime(options(**run_options), progress)
     if data is not None:
         runtime.add_data(config.dataset, data)
+    check_before_planning(config, 0, runtime, data_given=data is not None)
     config = dataclasses.replace(config, kind="lottery")
     reps = resolve(config, [config.seed + r for r in range(replicates)], runtime)
     jobs, imp_levels = [], {}

@@ -107,8 +107,8 @@ def check_seeds(seeds: list[int]) -> None:
     """Every replicate's seed in range, said in terms of what the user gave (the first seed and the count)."""
     for s in seeds:
         if s != seeds[0] and isinstance(s, int) and s > MAX_SEED:
-            raise TicketlabError(f"seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} replicates) go past the largest "
-                                 f"seed, {MAX_SEED}: start lower or ask for fewer replicates")
+            raise TicketlabError(f"seeds {seeds[0]} to {seeds[-1]} ({len(seeds)} replicates) go past 2^63 - 1, the "
+                                 "largest seed: start lower or ask for fewer replicates")
         check_seed(s)
 
 

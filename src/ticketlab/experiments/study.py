@@ -108,13 +108,20 @@ def run_study(plan: StudyPlan, *, workers: int = 1, data: DataSplits | None = No
     runtime = Runtime(options(**run_options), progress)
     if data is not None:
         runtime.add_data(plan.config.dataset, data)
-    else:
-        check_data_size(plan.config)  # said before anything is loaded or written, as the command line does
-    if runtime.options.model_fn is None:
-        check_model(plan.config, plan.levels or 0)
+    check_before_planning(plan.config, plan.levels or 0, runtime, data_given=data is not None)
     reps, jobs = plan_jobs(plan, runtime)
     execute_all(jobs, runtime, workers, executor, address)
     return read_back(plan, reps, jobs, runtime.root)
+
+
+def check_before_planning(config: RunConfig, levels: int, runtime: Runtime, data_given: bool) -> None:
+    """What only the data registry and the network can tell, said before anything is loaded or written: the
+    split and batch fit the registered data set (unless the caller gave its own tensors), and the registry's
+    model builds and keeps some weight after `levels` (configure.check_data_size, check_model)."""
+    if not data_given:
+        check_data_size(config)
+    if runtime.options.model_fn is None:
+        check_model(config, levels)
 
 
 def execute_all(jobs: list[Job], runtime: Runtime, workers: int, executor: str = "local",
@@ -148,6 +155,7 @@ def train_ticket(config: RunConfig, path: str | Path, *, replicates: int = 1, st
     runtime = Runtime(options(**run_options), progress)
     if data is not None:
         runtime.add_data(config.dataset, data)
+    check_before_planning(config, 0, runtime, data_given=data is not None)
     folder, jobs = ticket_jobs(config, path, [config.seed + r for r in range(replicates)], runtime, start)
     execute_all(jobs, runtime, workers, executor, address)
     result = StudyResult(folder)
