@@ -26,6 +26,19 @@ class DatasetHparams:
     name: str = "fashion_mnist"
     val_size: int = 5000  # held out of the training set, as in the paper
     split_seed: int = 0  # the validation split is the same for every replicate
+    # Training examples kept (after the validation split; a seeded subset, the same for every replicate);
+    # 0: all. Width sweeps and double descent use a few thousand so that networks can interpolate.
+    subsample: int = 0
+    # Label noise on the training split only (never validation or test): each training label is replaced,
+    # with probability label_noise, by another class (exactly round(p n) labels change): "symmetric" draws the
+    # new class uniformly among the others, "pairflip" moves class c to c + 1 mod C, "asymmetric" uses the
+    # data set's confusable-class map. Seeded by noise_seed: the same noisy labels for every replicate.
+    label_noise: float = 0.0
+    noise_type: str = "symmetric"
+    noise_seed: int = 0
+    # Augmentation of each training batch on whole tensors, a function of (data seed, step) so a resumed run
+    # is bit-identical: "none" | "flip_crop" (random horizontal flip and 4-pixel pad-and-crop).
+    augment: str = "none"
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,7 @@ class ModelHparams:
     name: str = "lenet_300_100"
     init: str = "glorot_normal"  # the paper's Gaussian Glorot
     dropout: float = 0.0  # on the hidden fully connected layers
+    width: float = 1.0  # multiplies every hidden width / channel count (rounded, at least 1): width sweeps
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class TrainingHparams:
     eval_every: int = 100  # validation loss (the early-stopping criterion) every this many steps
     test_every: int = 0  # test curve interval; 0: at every evaluation. The early-stopping step's test
     # accuracy is exact whatever this is: the weights of the best validation loss are kept and tested.
+    loss: str = "cross_entropy"  # cross_entropy (classification) | mse (regression: planted ReLU, Helix)
 
 
 @dataclass(frozen=True)
