@@ -1,5 +1,7 @@
 """Instability analysis: the barrier formula, identical ends, masks along the path, reuse."""
 
+import json
+
 import pytest
 import torch
 
@@ -36,8 +38,10 @@ def test_identical_ends_have_zero_barrier(tmp_path, synthetic):
 def test_copies_split_at_step_k_and_the_path_respects_the_mask(tmp_path, synthetic):
     spec = StabilitySpec(step=50, level=1, points=5)
     run_dir, (result,) = analyse(tmp_path, synthetic, spec)
-    folder = run_dir / "level_1" / "stability_k50"
-    mask = Mask.load(run_dir / "level_1" / "mask.safetensors")
+    level = tmp_path / result["mask_level"]  # level 1 of IMP with rewinding to k = 50 (Frankle et al. 2020, 5)
+    assert json.loads((level.parent.parent / "config.json").read_text())["config"]["lottery"]["rewind_step"] == 50
+    folder = level / "stability_k50"
+    mask = Mask.load(level / "mask.safetensors")
     a, b = (load_weights(folder / f"copy_{c}" / "final.safetensors") for c in (0, 1))
     init = load_weights(folder / "copy_0" / "init.safetensors")
     dense_k = load_weights(run_dir / "level_0" / ".." / "prefix_k50" / "final.safetensors")

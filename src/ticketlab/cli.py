@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import json
 import os
@@ -35,6 +34,8 @@ FLAG_FIELDS = {
     "output_rate": ("pruning", "output_rate"), "conv_rate": ("pruning", "conv_rate"),
     "levels": ("lottery", "levels"), "rewind_step": ("lottery", "rewind_step"), "retrain": ("lottery", "retrain"),
     "finetune_lr": ("lottery", "finetune_lr"), "test_every": ("training", "test_every"),
+    "width": ("model", "width"), "label_noise": ("dataset", "label_noise"), "noise_type": ("dataset", "noise_type"),
+    "noise_seed": ("dataset", "noise_seed"), "subsample": ("dataset", "subsample"),
 }
 
 
@@ -68,6 +69,9 @@ def _add_common_flags(p: argparse.ArgumentParser) -> None:
                    "machine of the cluster sees at the same path")
     p.add_argument("--workers", default="auto", help="parallel worker processes for independent jobs "
                    "(replicates, controls); auto: one per core when there are such jobs, else 1")
+    p.add_argument("--population", default="auto", help="auto (default), off or N: ready jobs of one model and "
+                   "recipe (replicates, controls, methods at one level) train as one population of up to N "
+                   "networks in this process; auto: on CUDA, as many as fit; on a CPU off (measured no faster)")
     p.add_argument("--checkpoint-every", type=_at_least_one, default=1000,
                    help="steps between resumable checkpoints (default 1000)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
@@ -94,6 +98,15 @@ def _add_run_flags(p: argparse.ArgumentParser, lottery: bool) -> None:
     p.add_argument("--warmup-steps")
     p.add_argument("--init", help="glorot_normal (default), glorot_uniform, kaiming_normal, kaiming_uniform")
     p.add_argument("--dropout", type=float)
+    p.add_argument("--width", type=float, help="multiplies every hidden width / channel count of lenet, mlp_.., "
+                   "conv2/4/6 (rounded, at least 1; default 1)")
+    p.add_argument("--label-noise", type=float, help="fraction of training labels changed (exactly round(p n); "
+                   "validation and test labels never; default 0)")
+    p.add_argument("--noise-type", choices=["symmetric", "pairflip", "asymmetric"],
+                   help="symmetric: a random other class (default); pairflip: c -> c+1; asymmetric: confusable classes")
+    p.add_argument("--noise-seed", type=int, help="which labels change (default 0; the same for every replicate)")
+    p.add_argument("--subsample", type=int, help="training examples kept after the validation split, a seeded "
+                   "subset (default 0: all)")
     if lottery:
         p.add_argument("--levels", type=int, help="pruning rounds after the dense level 0")
         p.add_argument("--rewind-step", help="rewind survivors to this step of the dense run (default 0: init)")
@@ -129,11 +142,14 @@ def parser() -> argparse.ArgumentParser:
                         "from the state at step k with different data orders")
     _add_run_flags(st, lottery=True)
     st.add_argument("--steps", default="0", help="comma list of split steps k (e.g. 0,25,100,500,2000)")
-    st.add_argument("--at-levels", default="0", help="levels whose ticket to analyse: e.g. 0 or 0-3,7 (default 0)")
+    st.add_argument("--at-levels", help="levels to analyse, e.g. 0 or 0-3,7 (default 0 to --levels); at (k, L > 0) the "
+                    "mask is level L of IMP with rewinding to k (Frankle et al. 2020, section 5)")
     st.add_argument("--points", type=int, default=30, help="points along the path (default 30)")
     st.add_argument("--threshold", type=float, default=0.02, help="stable below this test barrier (default 0.02)")
     st.add_argument("--train-eval-size", type=int, default=10_000, help="training examples evaluated per point")
     st.add_argument("--no-bn-recompute", action="store_true", help="keep batch-norm statistics of the ends")
+    st.add_argument("--figure-dir", help="where the sweep's figure and tables go, outside the run store "
+                    "(default ./stability_<experiment>)")
     rep = sub.add_parser("report", help="HTML/Markdown report, figures and tables from stored runs")
     rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="experiment folders or their seed_<s> folders")
     rep.add_argument("--out", help="report folder, outside the run store (default ./report_<experiment>)")
@@ -169,9 +185,18 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--checks", default="shuffle,reinit,invert", help="sanity checks of every method: shuffle, "
                     "reinit, invert, or none (default all three)")
     cp.add_argument("--report-dir", help="report folder, outside the run store (default ./compare_<model>_<dataset>)")
+    _add_strong_parsers(sub)  # strong, plant, seek (strong and planted tickets)
     vf = sub.add_parser("verify", help="check a run store: damaged or missing files, leftovers, dangling links")
     vf.add_argument("path", metavar="PATH", help="a store root, experiment, replicate or job folder")
     vf.add_argument("--json", action="store_true", help="print the problems as a JSON list")
+    sw = sub.add_parser("sweep", help="dense runs (or IMP with --levels) over the cross product of settings x seeds, "
+                        "with figures of test and train error, the interpolation threshold and sparse double descent")
+    _add_run_flags(sw, lottery=True)
+    sw.add_argument("--over", action="append", metavar="SECTION.FIELD=V1,V2,..", help="a setting and its values, "
+                    "e.g. model.width=0.25,0.5,1,2 or dataset.label_noise=0,0.2 (repeat for a cross product)")
+    sw.add_argument("--tolerance", type=float, default=0.005, help="training error counted as interpolating "
+                    "(default 0.005)")
+    sw.add_argument("--report-dir", help="report folder, outside the run store (default ./sweep_<model>_<dataset>)")
     return p
 
 
@@ -291,7 +316,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"root": args.out or DEFAULT_ROOT, "data_dir": args.data_dir, "device": args.device,
             "threads": args.threads, "progress": _progress(args.quiet or args.json),
             "download": not args.no_download, "checkpoint_every": args.checkpoint_every,
-            "executor": args.executor, "address": args.address}
+            "executor": args.executor, "address": args.address, "population": args.population}
 
 
 def _check_device(args: argparse.Namespace) -> None:
@@ -398,31 +423,27 @@ def report(args: argparse.Namespace) -> int:
 
 
 def stability(args: argparse.Namespace) -> int:
-    from .experiments.stability import StabilitySpec
-    from .experiments.study import StudyPlan, run_study
+    from .experiments.stability import stability_sweep
 
     _check_device(args)
-    levels = _levels(args.at_levels, "--at-levels") or (0,)
     try:
         steps = [int(x) for x in args.steps.split(",")]
     except ValueError:
         raise TicketlabError(f"--steps: cannot read {args.steps!r} (e.g. 0,25,100,500,2000)") from None
     config = config_from_args(args, "lottery")
-    specs = tuple(StabilitySpec(step=k, level=level, points=args.points, threshold=args.threshold,
-                                train_eval_size=args.train_eval_size, recompute_bn=not args.no_bn_recompute)
-                  for level in levels for k in steps)
-    for spec in specs:  # said before anything is written (the planner checks them again)
-        spec.check(config.training.train_steps)
+    levels = _levels(args.at_levels, "--at-levels") or tuple(range(config.lottery.levels + 1))
     if args.points > MAX_POINTS:
         raise TicketlabError(f"--points must be at most {MAX_POINTS:,} (each point is an evaluation), got "
                              f"{args.points:,}")
-    plan = StudyPlan(dataclasses.replace(config, lottery=dataclasses.replace(config.lottery, levels=0)),
-                     replicates=args.replicates, stability=specs)
-    _check_replicates(plan.replicates)
-    result = run_study(plan, workers=_workers(args.workers, True), **_run_options(args))
-    results = [r for rep in result.replicates.values() for r in rep["stability"]]
+    _check_replicates(args.replicates)
+    sweep = stability_sweep(config, steps, list(levels), replicates=args.replicates, points=args.points,
+                            threshold=args.threshold, train_eval_size=args.train_eval_size,
+                            recompute_bn=not args.no_bn_recompute, out=args.figure_dir,
+                            workers=_workers(args.workers, True), **_run_options(args))
+    results = sweep["results"]
     if args.json:
-        print(json.dumps({"experiment_dir": str(result.experiment_dir), "results": results}))
+        print(json.dumps({"experiment_dir": str(sweep["experiment_dir"]), "results": results,
+                          "rows": sweep["rows"], "dense": sweep["dense_accuracy"]}))
         return 0
     rows = [("seed", "level", "% weights left", "k", "test barrier %", "train barrier %", "stable",
              "copies' final test acc %")]
@@ -430,7 +451,9 @@ def stability(args: argparse.Namespace) -> int:
               _pct(r["train_barrier"]), "yes" if r["stable"] else "no",
               ", ".join(_pct(a) for a in r["copy_final_test_accuracy"])) for r in results]
     print(_align(rows))
-    print(f"run folder: {result.experiment_dir}")
+    print(sweep["files"]["md"].read_text(), end="")
+    print(f"run folder: {sweep['experiment_dir']}")
+    print(f"figure: {sweep['files']['png']}")
     return 0
 
 
@@ -528,6 +551,173 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep(args: argparse.Namespace) -> int:
+    from .experiments.sweep import parse_over, plan_sweep, run_sweep
+    from .report.html import check_report_dir
+    from .report.sweep import write_report
+
+    _check_device(args)
+    if not args.over:
+        raise TicketlabError("sweep needs at least one --over SECTION.FIELD=V1,V2,.. (e.g. model.width=0.5,1,2)")
+    if args.controls:
+        raise TicketlabError("sweep trains no controls: leave out --controls (use ticketlab lottery for them)")
+    if not 0 <= args.tolerance < 1:
+        raise TicketlabError(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    over = parse_over(args.over)
+    config = config_from_args(args, "lottery")
+    plan_sweep(config, over, config.lottery.levels)  # every point checked before anything is written
+    _check_replicates(args.replicates)
+    out = Path(args.report_dir or f"sweep_{config.model.name}_{config.dataset.name}")
+    check_report_dir(out)
+    result = run_sweep(config, over, replicates=args.replicates, levels=config.lottery.levels,
+                       workers=_workers(args.workers, True), **_run_options(args))
+    title = f"Sweep of {config.model.name} on {config.dataset.name} over {', '.join(over)}"
+    files = write_report(result, out, title, tolerance=args.tolerance)
+    if args.json:
+        print(files["json"].read_text())
+    else:
+        print(files["md"].read_text().split("\n![")[0].strip())
+        for kind, path in files.items():
+            print(f"{kind}: {path}")
+    bad = [r for r in result.rows if r["status"] == "diverged"]
+    if bad:
+        raise TicketlabError(f"{len(bad)} job(s) diverged: left out of the report; rerun with a lower --lr")
+    return 0
+
+
+# ---- Strong tickets and planted tickets (experiments/strong.py, experiments/seek.py) -----------------------
+
+STRONG_RECIPE = {"training": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
+                              "batch_size": 128}}  # edge-popup's (REFERENCE.md 5.2); flags and --config win
+
+
+def _add_strong_parsers(sub: Any) -> None:
+    sp = sub.add_parser("strong", help="strong tickets: a mask learned on frozen random weights (edge-popup, "
+                        "supermask) or Zhou et al.'s large_final_same_sign mask on the untrained network")
+    _add_run_flags(sp, lottery=False)
+    sp.add_argument("--method", choices=["edge-popup", "supermask", "lfss"], default="edge-popup",
+                    help="edge-popup (top-k scores per layer), supermask (learned Bernoulli mask) or lfss "
+                    "(large_final_same_sign of a trained dense run, applied to the untrained weights)")
+    sp.add_argument("--k", default="0.5", help="comma list of k = the fraction of weights KEPT in each layer "
+                    "(edge-popup's --prune-rate; 0.3 keeps 30%%, prunes 70%%); supermask: the starting keep "
+                    "probability (default 0.5)")
+    sp.add_argument("--weights", choices=["own", "signed_constant"], default="own", help="frozen weights: the "
+                    "model's init (own) or the signed Kaiming constant sign(w) sqrt(2/fan_in)")
+    sp.add_argument("--scale-fan", action="store_true", help="signed_constant / sqrt(k) (edge-popup's --scale-fan)")
+    sp.add_argument("--report-dir", help="report folder, outside the run store (default ./strong_<method>_<model>)")
+    pl = sub.add_parser("plant", help="plant a known ticket (Plant 'n' Seek) in a He-initialised MLP; store it")
+    pl.add_argument("--task", choices=["circle", "relu", "helix"], required=True)
+    pl.add_argument("--depth", type=int, default=5, help="layers of neurons, input and output included (default 5)")
+    pl.add_argument("--width", type=int, default=50, help="hidden width (default 50)")
+    pl.add_argument("--seed", type=int, default=0, help="the replicate seed whose init stream draws it (default 0)")
+    pl.add_argument("--out", default=None, help="run store root (default ./runs or $TICKETLAB_RUNS)")
+    pl.add_argument("--json", action="store_true", help="print the record as JSON")
+    sk = sub.add_parser("seek", help="run pruning methods on a planted network: accuracy (or loss) and recovery "
+                        "(precision, recall) of the planted ticket per density (--width: its hidden width, "
+                        "default 50)")
+    _add_run_flags(sk, lottery=True)
+    sk.add_argument("--task", choices=["circle", "relu", "helix"], required=True)
+    sk.add_argument("--depth", type=int, default=5, help="layers of neurons, input and output included (default 5)")
+    # --width (a run flag: model.width) is read by seek as the planted network's hidden width (default 50)
+    sk.add_argument("--methods", default="imp,snip,grasp,synflow,random,edge-popup",
+                    help="comma list of imp, snip, grasp, synflow, random, magnitude, edge-popup")
+    sk.add_argument("--densities", default="0.2,0.05,0.0204,0.01", help="weights kept, each in (0, 1)")
+    sk.add_argument("--report-dir", help="report folder, outside the run store (default ./seek_<task>_<depth>_<width>)")
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise TicketlabError(f"{flag}: cannot read {text!r} (e.g. 0.1,0.5)") from None
+    if not values:
+        raise TicketlabError(f"{flag}: give at least one value")
+    return values
+
+
+def strong(args: argparse.Namespace) -> int:
+    from .data import dataset_info
+    from .experiments.strong import run_strong
+    from .report.html import check_report_dir
+    from .report.strong import write_report
+
+    _check_device(args)
+    layers: dict[str, Any] = load_toml(args.config) if args.config else {}
+    flags: dict[str, Any] = {"kind": "train", **({"seed": args.seed} if args.seed is not None else {})}
+    for flag, (section, key) in FLAG_FIELDS.items():
+        if getattr(args, flag, None) is not None:
+            flags.setdefault(section, {})[key] = getattr(args, flag)
+    model = flags.get("model", {}).get("name") or layers.get("model", {}).get("name") or "lenet_300_100"
+    from .models import preset_for
+    recipe = STRONG_RECIPE if args.method == "edge-popup" else {}  # supermask, lfss: the model's own recipe
+    config = build_config(merge(preset_for(str(model)), recipe, layers, flags))
+    ks = _floats(args.k, "--k")
+    _check_replicates(args.replicates)
+    out = Path(args.report_dir or f"strong_{args.method}_{config.model.name}_{config.dataset.name}")
+    check_report_dir(out)
+    result = run_strong(config, args.method, ks, replicates=args.replicates, weights=args.weights,
+                        scale_fan=args.scale_fan, workers=_workers(args.workers, True), **_run_options(args))
+    info = dataset_info(config.dataset.name)
+    files = write_report(result.rows, out, f"{args.method} on {config.model.name} / {config.dataset.name} "
+                         f"(weights {args.weights}{', scale-fan' if args.scale_fan else ''})",
+                         None if info.regression else 1 / info.num_classes)
+    if args.json:
+        print(files["json"].read_text())
+    else:
+        print(files["md"].read_text().split("![")[0].strip())
+        for kind, path in files.items():
+            print(f"{kind}: {path}")
+    return 0
+
+
+def plant(args: argparse.Namespace) -> int:
+    from .experiments.seek import plant_record
+    from .seeds import check_seed
+    from .store import DEFAULT_ROOT
+
+    check_seed(args.seed)
+    _check_out(args.out or DEFAULT_ROOT)
+    record = plant_record(args.task, args.depth, args.width, args.seed, args.out or DEFAULT_ROOT)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"planted {args.task}, depth {args.depth}, width {args.width}, seed {args.seed}: "
+              f"{record['planted_weights']} of {record['weights']} weights ({100 * record['density']:.3g}%); "
+              f"planted subnetwork vs target: max |difference| {record['subnetwork_vs_target_max_abs']:.3g}")
+        print(f"record: {record['folder']}")
+    return 0
+
+
+def seek(args: argparse.Namespace) -> int:
+    from .experiments.seek import model_name, run_seek
+    from .report.html import check_report_dir
+    from .report.seek import write_report
+
+    _check_device(args)
+    if args.model is not None or args.dataset is not None:
+        raise TicketlabError("seek builds its model and data from --task, --depth and --width: drop --model/--dataset")
+    width = 50 if args.width is None else args.width  # the run flag --width: here the planted hidden width
+    if width != int(width) or width < 1:
+        raise TicketlabError(f"--width: the planted network's hidden width must be a whole number >= 1, got {width:g}")
+    args.model, args.width = model_name(args.task, args.depth, int(width)), None
+    config = config_from_args(args, "lottery")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    densities = _floats(args.densities, "--densities")
+    _check_replicates(args.replicates)
+    out = Path(args.report_dir or f"seek_{config.model.name.removeprefix('planted_')}")
+    check_report_dir(out)
+    result = run_seek(config, methods, densities, replicates=args.replicates, workers=_workers(args.workers, True),
+                      **_run_options(args))
+    files = write_report(result, out, f"Plant 'n' Seek: {args.task}, depth {args.depth}, width {int(width)}")
+    if args.json:
+        print(files["json"].read_text())
+    else:
+        print(files["md"].read_text().split("![")[0].strip())
+        for kind, path in files.items():
+            print(f"{kind}: {path}")
+    return 0
+
+
 def verify(args: argparse.Namespace) -> int:
     from .store import verify as verify_store
 
@@ -545,7 +735,7 @@ def verify(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     for name, value in vars(args).items():  # argparse turns `--flag=--` into [] (a CPython bug): one line
-        if isinstance(value, list) and name != "run_dirs":
+        if isinstance(value, list) and name not in ("run_dirs", "over"):
             flag = "--" + name.replace("_", "-")
             sys.stderr.write(f"ticketlab: error: argument {flag}: expected one argument (see ticketlab "
                              f"{args.command} --help)\n")
@@ -558,6 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"lottery": run, "train": run, "report": report, "reproduce": reproduce,
                 "stability": stability, "export": export, "compare": compare,
+                "sweep": sweep,
+                "strong": strong, "plant": plant, "seek": seek,
                 "verify": verify}[args.command](args)
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)

@@ -104,6 +104,9 @@ class RunConfig:
 
 
 RETRAIN_MODES = ("rewind", "lr_rewind", "finetune", "scratch")
+AUGMENTS = ("none", "flip_crop")  # dataset.augment (data/augment.py)
+NOISE_TYPES = ("symmetric", "pairflip", "asymmetric")  # dataset.noise_type (data/noise.py)
+MAX_WIDTH = 1e4  # model.width beyond this is a typo: 300 x 10^4 hidden units
 
 SECTIONS = {
     "dataset": DatasetHparams,
@@ -269,6 +272,7 @@ def validate(c: RunConfig) -> None:
 
     check_seed(c.seed)
     check_seed(c.dataset.split_seed, "dataset.split_seed")
+    check_seed(c.dataset.noise_seed, "dataset.noise_seed")
     t, p, lot = c.training, c.pruning, c.lottery
     # The first failing check is said. Comparisons are written so that NaN fails them; infinities are refused
     # where a number must be finite. Messages are built only for the check that fails.
@@ -276,7 +280,18 @@ def validate(c: RunConfig) -> None:
         (c.kind in ("lottery", "train"), lambda: f"kind must be lottery or train, got {c.kind!r}"),
         (c.dataset.val_size >= 0, lambda: f"dataset.val_size must be >= 0, got {c.dataset.val_size}"),
         (0 <= c.model.dropout < 1, lambda: f"model.dropout must be in [0, 1), got {c.model.dropout}"),
+        (c.dataset.augment in AUGMENTS, lambda: f"dataset.augment must be one of {', '.join(AUGMENTS)}, "
+                                                f"got {c.dataset.augment!r}"),
+        (c.dataset.subsample >= 0, lambda: f"dataset.subsample must be >= 0 (0: every training example), "
+                                           f"got {c.dataset.subsample}"),
+        (0 <= c.dataset.label_noise <= 1, lambda: f"dataset.label_noise must be in [0, 1] (a fraction of the "
+                                                  f"training labels), got {c.dataset.label_noise}"),
+        (c.dataset.noise_type in NOISE_TYPES, lambda: f"dataset.noise_type must be one of {', '.join(NOISE_TYPES)}, "
+                                                      f"got {c.dataset.noise_type!r}"),
+        (0 < c.model.width <= MAX_WIDTH, lambda: f"model.width (a multiplier of every hidden width) must be in "
+                                                 f"(0, {MAX_WIDTH:g}], got {c.model.width}"),
         (t.optimizer in ("adam", "sgd"), lambda: f"training.optimizer must be adam or sgd, got {t.optimizer!r}"),
+        (t.loss in ("cross_entropy", "mse"), lambda: f"training.loss must be cross_entropy or mse, got {t.loss!r}"),
         (_positive(t.lr), lambda: f"training.lr must be > 0 and finite, got {t.lr}"),
         (t.batch_size >= 1, lambda: f"training.batch_size must be >= 1, got {t.batch_size}"),
         (t.train_steps >= 1, lambda: f"training.train_steps must be >= 1, got {t.train_steps}"),

@@ -4,7 +4,7 @@ This module sits above `config` (the dataclasses, parsing and validation), `mode
 the presets), `data` (whose registry knows each data set's size) and `pruning` (whose registry of
 allocations names the valid pruning.strategy values), so `config` never imports upward.
 Durations given in epochs ("2ep", "1ep10it") become steps here, from the data set's size:
-steps per epoch = (training examples - dataset.val_size) // training.batch_size, as the training loop
+steps per epoch = (training examples - dataset.val_size, or dataset.subsample) // training.batch_size, as the loop
 draws its batches, with every value as it stands after the preset and the overrides.
 """
 
@@ -17,7 +17,7 @@ import torch
 
 from .config import (DatasetHparams, ModelHparams, RunConfig, TrainingHparams, _coerce, check_top_level,
                      config_from_layers, merge)
-from .data import DATASETS
+from .data import DATASETS, noise
 from .errors import TicketlabError
 from .models import construct, find_model, preset_for
 from .pruning import ALLOCATIONS, layer_rates, layers_of, round_half_up
@@ -58,9 +58,16 @@ def check_data_size(config: RunConfig) -> None:
     name, val_size, batch_size = config.dataset.name, config.dataset.val_size, config.training.batch_size
     if not 0 <= val_size < info.train_size:
         raise TicketlabError(f"dataset.val_size must be in [0, {info.train_size}) for {name}, got {val_size}")
+    if config.dataset.subsample > info.train_size - val_size:
+        raise TicketlabError(f"dataset.subsample ({config.dataset.subsample}) exceeds the training split of {name} "
+                             f"({info.train_size} - {val_size} validation = {info.train_size - val_size} examples)")
     if batch_size > info.train_size - val_size:
         raise TicketlabError(f"training.batch_size ({batch_size}) exceeds the training set ({name}: "
                              f"{info.train_size} - {val_size} validation = {info.train_size - val_size} examples)")
+    if batch_size > (config.dataset.subsample or batch_size):
+        raise TicketlabError(f"training.batch_size ({batch_size}) exceeds the training subsample "
+                             f"(dataset.subsample = {config.dataset.subsample} examples)")
+    noise.check(config.dataset)
 
 
 def check_model(config: RunConfig, levels: int | None = None) -> None:
@@ -138,7 +145,9 @@ def steps_per_epoch_for(layers: dict[str, Any]) -> int:
         raise TicketlabError(f"dataset.val_size must be in [0, {train_size}) for {name}, got {val_size}")
     if batch_size <= 0:
         raise TicketlabError(f"training.batch_size must be > 0, got {batch_size}")
-    return max(1, (train_size - val_size) // batch_size)
+    subsample = _coerce(dataset.get("subsample", DatasetHparams.subsample), int, "dataset.subsample")
+    examples = min(subsample, train_size - val_size) if subsample > 0 else train_size - val_size
+    return max(1, examples // batch_size)
 
 
 def _table(layers: dict[str, Any], section: str) -> dict[str, Any]:

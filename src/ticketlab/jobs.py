@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import DatasetHparams, RunConfig
-from .data import DataSplits, load_dataset
+from .data import DataSplits, load_dataset, with_augment
 from .errors import TicketlabError
 from .masks import prunable
 from .models import build_model
@@ -66,6 +66,9 @@ class RunOptions:
     threads: int = 1  # torch threads per job, whichever executor runs it
     download: bool = True
     checkpoint_every: int = 1000
+    # "auto" | "off" | N: ready jobs of one architecture and recipe trained as one population (executors/
+    # population.py). Each member's folder is the one it has alone, so it is not part of any identity.
+    population: str | int = "auto"
     model_fn: Callable[[], nn.Module] | None = field(default=None, compare=False)  # importable for workers
 
 
@@ -101,7 +104,9 @@ class Runtime:
         self._data: dict[tuple[DatasetHparams, str | None], DataSplits] = {}
 
     def add_data(self, hp: DatasetHparams, data: DataSplits) -> None:
-        """Use `data` (e.g. a user's own tensors) wherever a job asks for the data set `hp`."""
+        """Use `data` (e.g. a user's own tensors) wherever a job asks for the data set `hp`, with hp.augment."""
+        if data.augment is None and hp.augment != "none":
+            data = with_augment(data, hp)
         self._data[(hp, self.options.data_dir)] = data.to(self.device)
 
     def data(self, hp: DatasetHparams, fingerprint: str | None = None) -> DataSplits:

@@ -6,6 +6,7 @@ normalised once here with the data set's mean and std; training then only indexe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,9 @@ import torch
 
 from ..config import DatasetHparams
 from ..errors import TicketlabError
-from . import cifar, idx, synthetic
+from . import cifar, idx, planted, synthetic
+from . import augment as augment_
+from . import noise
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,8 @@ class DatasetInfo:
     mean: tuple[float, ...] | None  # per channel, on the [0, 1] scale; None: already standardised
     std: tuple[float, ...] | None
     input_shape: tuple[int, ...]  # one example, [C, H, W]
-    num_classes: int
+    num_classes: int  # for a regression data set: the number of outputs
+    regression: bool = False  # float targets [N, num_classes] (planted relu, helix): trained with loss mse
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -36,6 +40,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(cifar.load, 50_000, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32), 10),
     "synthetic": DatasetInfo(lambda d, dl: synthetic.load(), synthetic.TRAIN, None, None, synthetic.SHAPE,
                              synthetic.CLASSES),
+    "circle": DatasetInfo(lambda d, dl: planted.load("circle"), planted.TRAIN, None, None, (2,), 4),
+    "relu": DatasetInfo(lambda d, dl: planted.load("relu"), planted.TRAIN, None, None, (1,), 1, regression=True),
+    "helix": DatasetInfo(lambda d, dl: planted.load("helix"), planted.TRAIN, None, None, (1,), 3, regression=True),
 }
 
 
@@ -60,6 +67,9 @@ class DataSplits:
     # contents and the split (load_dataset), or of these tensors (data made another way). Same data, same
     # fingerprint; other files under the same name, another one.
     _fingerprint: str | None = None
+    train_y_clean: torch.Tensor | None = None  # the training labels before label noise (None: no noise; noise.py)
+    # Applied by the training loop to each training batch (never to evaluation): augment(x, data seed, step).
+    augment: augment_.Augment | None = None
 
     SPLITS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
@@ -75,7 +85,9 @@ class DataSplits:
 
     def to(self, device: torch.device | str) -> "DataSplits":
         moved = {k: getattr(self, k).to(device) for k in self.SPLITS}
-        return DataSplits(**moved, num_classes=self.num_classes, _fingerprint=self._fingerprint)
+        return DataSplits(**moved, num_classes=self.num_classes, _fingerprint=self._fingerprint,
+                          train_y_clean=None if self.train_y_clean is None else self.train_y_clean.to(device),
+                          augment=self.augment)
 
 
 def _fingerprint(*arrays: np.ndarray, extra: str = "") -> str:
@@ -94,14 +106,24 @@ def load_dataset(hp: DatasetHparams, data_dir: str | Path | None = None, downloa
     check_arrays(hp.name, info, train_x, train_y, test_x, test_y)
     if not 0 <= hp.val_size < len(train_x):
         raise TicketlabError(f"dataset.val_size must be in [0, {len(train_x)}) for {hp.name}, got {hp.val_size}")
-    fingerprint = _fingerprint(train_x, train_y, test_x, test_y, extra=f"{hp.name}/{hp.val_size}/{hp.split_seed}")
+    fingerprint = _fingerprint(train_x, train_y, test_x, test_y, extra=f"{hp.name}/{hp.val_size}/{hp.split_seed}"
+                               + noise.describe(hp))  # subsample and label noise are other data
     train_x, test_x = _normalise(train_x, info), _normalise(test_x, info)
-    train_y, test_y = (torch.from_numpy(np.array(a, dtype=np.int64)) for a in (train_y, test_y))
+    label_type = np.float32 if info.regression else np.int64  # regression targets stay floats
+    train_y, test_y = (torch.from_numpy(np.array(a, dtype=label_type)) for a in (train_y, test_y))
     # The validation split is a seeded permutation of the training set, shared by all replicates.
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(hp.split_seed))
     val, train = order[: hp.val_size], order[hp.val_size:]
-    return DataSplits(train_x[train], train_y[train], train_x[val], train_y[val], test_x, test_y,
-                      num_classes=info.num_classes, _fingerprint=fingerprint)
+    train = noise.subsample(train, hp)  # after the validation split; then label noise on these labels only
+    return with_augment(noise.apply(DataSplits(train_x[train], train_y[train], train_x[val], train_y[val], test_x,
+                                               test_y, num_classes=info.num_classes, _fingerprint=fingerprint), hp), hp)
+
+
+def with_augment(data: DataSplits, hp: DatasetHparams) -> DataSplits:
+    """`data` with hp.augment attached (padding in the registry's normalisation of hp.name, if it knows it)."""
+    info = DATASETS.get(hp.name)
+    return dataclasses.replace(data, augment=augment_.build(hp.augment, info.mean if info else None,
+                                                            info.std if info else None))
 
 
 def check_arrays(name: str, info: DatasetInfo, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -116,6 +138,11 @@ def check_arrays(name: str, info: DatasetInfo, train_x: np.ndarray, train_y: np.
         if tuple(x.shape[1:]) != tuple(info.input_shape):
             raise TicketlabError(f"{name}: {split} examples have shape {tuple(x.shape[1:])}, expected "
                                  f"{tuple(info.input_shape)}")
+        if info.regression:  # float targets, one row of num_classes outputs per example
+            if y.shape != (len(x), info.num_classes) or not np.issubdtype(y.dtype, np.floating):
+                raise TicketlabError(f"{name}: {split} targets must be floats of shape ({len(x)}, "
+                                     f"{info.num_classes}), got {y.dtype} {y.shape}")
+            continue
         if y.ndim != 1 or len(y) != len(x):
             raise TicketlabError(f"{name}: the {split} split has {len(x)} examples but labels of shape {y.shape}")
         if not np.issubdtype(y.dtype, np.integer):

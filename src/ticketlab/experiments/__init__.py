@@ -4,3 +4,4 @@ Importing this package registers every kind (ticketlab's own __init__ does), so 
 jobs, a spawned worker included, finds them by name."""
 
 from . import controls, lottery, pai, stability, tickets  # noqa: F401  (registration)
+from . import seek, strong  # noqa: F401,E402  (registration: strong tickets, planted tickets)

@@ -32,12 +32,15 @@ from ..doctor import examine
 from ..pruning import Budget
 from ..store import (CHECKPOINT, FINAL, INIT, MASK, METRICS, SUMMARY, finish_job, is_done, read_json, save_weights,
                      write_json)
-from ..training.loop import Checkpointing, Diverged, Hooks, train
+from ..training.loop import Checkpointing, Diverged, Hooks
+from ..training.population import trainer
+from ..training.fit import train_fit
 from ..jobs import Progress
 
 OK, DIVERGED, COLLAPSED = "ok", "diverged", "collapsed"
 ACCURACIES = ("early_stop_step", "early_stop_test_accuracy", "early_stop_val_loss", "final_step",
-              "final_test_accuracy", "final_val_accuracy")  # TrainResult.summary's keys: null when diverged
+              "final_test_accuracy", "final_val_accuracy", "early_stop_test_loss",
+              "final_test_loss")  # TrainResult.summary's keys: null when diverged
 
 
 def run_training(job: Path, *, model: nn.Module, data: DataSplits, training: TrainingHparams, mask: Mask,
@@ -74,7 +77,8 @@ def run_training(job: Path, *, model: nn.Module, data: DataSplits, training: Tra
         finish_job(job, summary)
         return summary
     try:
-        result = train(model, data, training, mask, data_seed=data_seed, start_step=start_step,
+        # trainer(): `train`, unless the population executor collects this run to train it with others
+        result = trainer()(model, data, training, mask, data_seed=data_seed, start_step=start_step,
                        checkpoint=Checkpointing(job / CHECKPOINT, checkpoint_every), hooks=hooks)
     except Diverged as d:
         # finished all the same (a rerun must not train it again), with no accuracy and no final weights
@@ -89,7 +93,8 @@ def run_training(job: Path, *, model: nn.Module, data: DataSplits, training: Tra
     seconds = time.perf_counter() - began
     save_weights(job / FINAL, model)
     write_json(job / METRICS, result.evals)
-    summary = {**head, "status": OK, **result.summary(), "checks": self_checks(doctor, result.checks, label),
+    summary = {**head, "status": OK, **result.summary(), **train_fit(model, data),  # train error: training/fit.py
+               "checks": self_checks(doctor, result.checks, label),
                "train_seconds_this_session": seconds}
     finish_job(job, summary)  # last: marks the job done (with its files' hashes)
     (job / CHECKPOINT).unlink(missing_ok=True)

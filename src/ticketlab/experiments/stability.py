@@ -1,7 +1,10 @@
 """Instability analysis (Frankle, Dziugaite, Roy & Carbin 2020): is training from a state stable to SGD noise?
 
-From the state at step k of the dense trajectory (masked by a level's ticket for level L > 0), two copies
-train to the end with different data orders. Along the straight line between their final weights
+From the state at step k of the dense trajectory, two copies train to the end with different data orders.
+For level L > 0 the state is masked by the subnetwork that IMP *with rewinding to k* found at level L (Frankle
+et al. 2020, section 5): level L of the lottery experiment whose lottery.rewind_step is k (weight rewinding,
+whatever retraining the study's config names), so a sweep over k uses one IMP run per k, and the copies
+of (k, L) live under that run's level L. Level 0 is the dense network. Along the straight line between their final weights
 (`points` evenly spaced alphas, ends included) we measure classification error on training and test
 examples; the error barrier is the largest error on the line minus the mean of the two ends' errors. A
 state is stable when the test barrier is below `threshold` (2% in the paper). Pruned weights are 0 in both
@@ -17,6 +20,8 @@ The dense analysis (level 0) needs the dense state at k only (a prefix run), not
 
 from __future__ import annotations
 
+import dataclasses
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ import torch
 from torch import nn
 
 from .. import store
+from ..config import RunConfig
 from ..errors import TicketlabError
 from ..identity import digest
 from ..jobs import Job, Runtime, register_kind
@@ -32,8 +38,8 @@ from ..masks import Mask
 from ..seeds import derive_seed
 from ..training.evaluate import evaluate
 from .job import require_healthy, run_training
-from .lottery import prefix_job
-from .plan import Replicate
+from .lottery import level_jobs, prefix_job
+from .plan import Replicate, resolve
 
 
 @dataclass(frozen=True)
@@ -62,17 +68,33 @@ class StabilitySpec:
                 "recompute_bn": self.recompute_bn}
 
 
-def stability_jobs(rep: Replicate, spec: StabilitySpec) -> list[Job]:
-    """The prefix run to k (if k > 0), the two copies, and the analysis. The level itself is planned by the
-    caller (level_jobs) when L > 0."""
+def rewound_to(rep: Replicate, step: int, runtime: Runtime) -> Replicate:
+    """The replicate of IMP with weight rewinding to `step` on `rep`'s dense run (the same seed, data, model,
+    training and pruning): where the level-L mask of a stability analysis at k = `step` comes from. Resolving
+    it records its experiment (config.json) and links its level 0 to the shared dense run."""
+    lottery = dataclasses.replace(rep.config.lottery, rewind_step=step, retrain="rewind", finetune_lr=None)
+    if rep.lottery is not None and lottery == rep.config.lottery:
+        return rep
+    config = dataclasses.replace(rep.config, kind="lottery", lottery=lottery)
+    (found,) = resolve(config, [rep.seed], runtime)
+    return found
+
+
+def stability_jobs(rep: Replicate, spec: StabilitySpec, runtime: Runtime) -> list[Job]:
+    """The prefix run to k (if k > 0), the two copies, and the analysis; for L > 0 also the IMP levels 1..L
+    with rewinding to k that find the mask (jobs of another experiment than `rep`'s when its rewind step is
+    not k; the caller drops duplicates by folder)."""
     spec.check(rep.config.training.train_steps)
+    jobs: list[Job] = []
+    deps: list[str] = []
+    if spec.level > 0:
+        rep = rewound_to(rep, spec.step, runtime)
+        jobs += level_jobs(rep, spec.level)
+        deps.append(rep.level(spec.level))
     folder = store.stability_dir(Path(rep.level(spec.level)), spec.step)
-    jobs, deps = [], []
     if spec.step > 0:
         jobs.append(prefix_job(rep, spec.step))
         deps.append(rep.prefix(spec.step))
-    if spec.level > 0:
-        deps.append(rep.level(spec.level))
     copies = [store.copy_dir(folder, c).as_posix() for c in (0, 1)]
     for c, copy in enumerate(copies):
         jobs.append(Job("stability_copy", copy, {"rep": rep, "spec": spec, "copy": c}, tuple(deps),
@@ -92,7 +114,7 @@ def run_copy(job: Job, rt: Runtime) -> None:
     rep: Replicate = job.params["rep"]
     spec: StabilitySpec = job.params["spec"]
     c = job.params["copy"]
-    if spec.level:  # the ticket's mask
+    if spec.level:  # the mask IMP found at level L with rewinding to k (rep is that experiment's replicate)
         require_healthy(rt.path(rep.level(spec.level)), f"seed {rep.seed} level {spec.level}")
     if spec.step:  # the dense state at k
         require_healthy(rt.path(rep.prefix(spec.step)), f"seed {rep.seed} dense to step {spec.step}")
@@ -122,6 +144,7 @@ def run_analysis(job: Job, rt: Runtime) -> None:
     ends = [store.load_weights(c / store.FINAL, rt.device) for c in copies]
     path = interpolate(model, ends[0], ends[1], data, spec)
     result = {"seed": rep.seed, "level": spec.level, "step": spec.step, "density": summaries[0]["density"],
+              "mask_level": rep.level(spec.level),  # the IMP level (rewound to k) whose mask was used
               **spec.settings, **path, "stable": path["test_barrier"] < spec.threshold,
               "copy_final_test_accuracy": [s["final_test_accuracy"] for s in summaries],
               "copy_data_seeds": [s["data_seed"] for s in summaries]}
@@ -175,3 +198,87 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 500
 
 def read_analysis(job: Job, root: Path) -> dict[str, Any]:
     return store.read_json(root / job.folder / store.STABILITY)
+
+
+# ---- The sweep of Frankle et al. 2020, section 5: instability and matching over k and levels -----------------
+
+MATCH_MARGIN = 0.002  # "matching": within one std of the dense accuracy, or 0.2 pp when that is larger
+
+
+def stability_sweep(config: RunConfig, steps: list[int], levels: list[int], *, replicates: int = 1,
+                    points: int = 30, threshold: float = 0.02, train_eval_size: int = 10_000,
+                    recompute_bn: bool = True, out: str | Path | None = None, workers: int = 1,
+                    executor: str = "local", address: str | None = None, data: Any = None,
+                    progress: Any = None, **run_options: Any) -> dict[str, Any]:
+    """Every (k, L) of `steps` x `levels`: IMP with rewinding to k for L levels (one experiment per k, level 0
+    = the shared dense run), two copies from theta_k masked by level L's mask, the error barrier between them;
+    each subnetwork's accuracy against the dense network's ("matching"). Writes the figure (instability vs k
+    per density; accuracy vs density per k), sweep.json and sweep.md into `out` (default
+    ./stability_<experiment>, never inside the run store); returns {"experiment_dir", "rows", "results",
+    "dense_accuracy", "files"}."""
+    from ..report.stability import sweep_figure, sweep_table  # noqa: PLC0415 (report sits below; drawing only)
+    from .study import StudyPlan, run_study  # noqa: PLC0415 (study imports this module)
+
+    if out is not None:
+        _check_out(out)
+    specs = tuple(StabilitySpec(step=k, level=level, points=points, threshold=threshold,
+                                train_eval_size=train_eval_size, recompute_bn=recompute_bn)
+                  for level in levels for k in steps)
+    for spec in specs:  # said before anything is written (the planner checks them again)
+        spec.check(config.training.train_steps)
+    base = dataclasses.replace(config, kind="lottery", lottery=dataclasses.replace(config.lottery, levels=0))
+    plan = StudyPlan(base, replicates=replicates, stability=specs)
+    result = run_study(plan, workers=workers, executor=executor, address=address, data=data, progress=progress,
+                       **run_options)
+    root = Path(run_options.get("root", store.DEFAULT_ROOT))
+    results = [r for rep in result.replicates.values() for r in rep["stability"]]
+    dense = [store.read_summary(rep["run_dir"] / "level_0") for rep in result.replicates.values()
+             if store.is_done(rep["run_dir"] / "level_0")]
+    rows, dense_acc = sweep_rows(results, dense, root)
+    out = Path(out) if out is not None else Path(f"stability_{result.experiment_dir.name}")
+    _check_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = result.experiment_dir.name
+    drawn = sweep_figure(rows, dense_acc, threshold, out, name)
+    store.write_json(out / "sweep.json", {"experiment_dir": str(result.experiment_dir), "dense": dense_acc,
+                                          "rows": rows, "results": results})
+    (out / "sweep.md").write_text(sweep_table(rows, dense_acc))
+    files = {"png": drawn.png, "svg": drawn.svg, "json": out / "sweep.json", "md": out / "sweep.md"}
+    return {"experiment_dir": result.experiment_dir, "rows": rows, "results": results, "dense_accuracy": dense_acc,
+            "files": files}
+
+
+def _check_out(out: str | Path) -> None:
+    part = store.store_part(out)
+    if part is not None:
+        raise TicketlabError(f"--out {out} is inside the run store ({part}): write the sweep elsewhere")
+
+
+def sweep_rows(results: list[dict[str, Any]], dense: list[dict[str, Any]], root: Path,
+               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """One row per (level, k): density, mean and spread of the test barrier over seeds, stable, the final test
+    accuracy of the subnetwork trained from k (IMP's level L rewound to k; level 0: the dense run) and whether
+    it matches the dense network (within max(one std over seeds, 0.2 pp) of its mean)."""
+    accs = [s["final_test_accuracy"] for s in dense if s.get("final_test_accuracy") is not None]
+    dense_acc = None
+    if accs:
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        dense_acc = {"mean": statistics.fmean(accs), "std": std, "n": len(accs),
+                     "matching_below": statistics.fmean(accs) - max(std, MATCH_MARGIN)}
+    rows = []
+    for level, k in sorted({(r["level"], r["step"]) for r in results}):
+        mine = [r for r in results if r["level"] == level and r["step"] == k]
+        barriers = [r["test_barrier"] for r in mine]
+        levels = [store.read_summary(root / r["mask_level"]) for r in mine
+                  if store.is_done(root / r["mask_level"])] if level else []
+        acc = [s["final_test_accuracy"] for s in levels if s.get("final_test_accuracy") is not None]
+        if level == 0 and dense_acc:
+            acc = accs
+        mean_acc = statistics.fmean(acc) if acc else None
+        rows.append({"level": level, "step": k, "density": mine[0]["density"], "seeds": len(mine),
+                     "test_barrier": statistics.fmean(barriers), "test_barrier_min": min(barriers),
+                     "test_barrier_max": max(barriers), "stable": statistics.fmean(barriers) < mine[0]["threshold"],
+                     "test_accuracy": mean_acc,
+                     "matching": None if mean_acc is None or dense_acc is None
+                     else mean_acc >= dense_acc["matching_below"]})
+    return rows, dense_acc

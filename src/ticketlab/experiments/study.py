@@ -18,7 +18,7 @@ from ..config import RunConfig
 from ..configure import check_data_size, check_model
 from ..data import DataSplits
 from ..errors import TicketlabError
-from ..executors import make_executor
+from ..executors import make_executor, parse_population
 from ..jobs import Job, Progress, RunOptions, Runtime
 from .controls import Control, control_jobs, parse_controls
 from .lottery import level_jobs
@@ -33,7 +33,7 @@ class StudyPlan:
     replicates: int = 1
     controls: tuple[Control, ...] = ()
     control_levels: tuple[int, ...] | None = None  # None: every level
-    stability: tuple[StabilitySpec, ...] = ()  # analyses per replicate (their levels are trained too)
+    stability: tuple[StabilitySpec, ...] = ()  # analyses per replicate (their masks' IMP levels are trained too)
 
     @property
     def seeds(self) -> list[int]:
@@ -41,14 +41,15 @@ class StudyPlan:
 
     @property
     def levels(self) -> int | None:
-        """Levels to train: the config's and any an analysis asks for; None for a plan of dense stability
-        analyses alone, which need the dense state at k but not the trained dense network."""
+        """Levels of the config's experiment to train; None for a plan of dense stability analyses alone, which
+        need the dense state at k but not the trained dense network. An analysis at level L > 0 plans the
+        levels it needs itself, in the IMP experiment with rewinding to its k (stability_jobs)."""
         if self.stability and not self.controls and all(s.level == 0 for s in self.stability) \
                 and (self.config.kind != "lottery" or self.config.lottery.levels == 0):
             return None
         if self.config.kind != "lottery":
             return 0
-        return max([self.config.lottery.levels, *(s.level for s in self.stability)])
+        return self.config.lottery.levels
 
     def levels_for_controls(self) -> list[int]:
         every = range(self.config.lottery.levels + 1) if self.config.kind == "lottery" else range(1)
@@ -81,7 +82,7 @@ def plan_jobs(plan: StudyPlan, runtime: Runtime) -> tuple[list[Replicate], list[
                 if control.applies_to(level):
                     planned += control_jobs(rep, level, control)
         for spec in plan.stability:
-            planned += stability_jobs(rep, spec)
+            planned += stability_jobs(rep, spec, runtime)
         for job in planned:
             jobs.setdefault(job.folder, job)  # e.g. one prefix run for rewinding and an analysis at the same k
     return reps, list(jobs.values())
@@ -89,16 +90,17 @@ def plan_jobs(plan: StudyPlan, runtime: Runtime) -> tuple[list[Replicate], list[
 
 def options(root: Path | str = store.DEFAULT_ROOT, data_dir: str | Path | None = None, device: str = "cpu",
             threads: int = 1, download: bool = True, checkpoint_every: int = 1000,
-            model_fn: Callable[[], nn.Module] | None = None) -> RunOptions:
+            model_fn: Callable[[], nn.Module] | None = None, population: str | int = "auto") -> RunOptions:
     return RunOptions(root=str(root), data_dir=str(data_dir) if data_dir else None, device=device, threads=threads,
-                      download=download, checkpoint_every=checkpoint_every, model_fn=model_fn)
+                      download=download, checkpoint_every=checkpoint_every, model_fn=model_fn,
+                      population=parse_population(population))
 
 
 def run_study(plan: StudyPlan, *, workers: int = 1, data: DataSplits | None = None,
               progress: Progress | None = None, executor: str = "local", address: str | None = None,
               **run_options: Any) -> StudyResult:
     """Run (or resume, or read back) every job of `plan`. Keyword arguments: `options`' (root, data_dir,
-    device, threads, download, checkpoint_every, model_fn). `data`: the data set's tensors, used in this
+    device, threads, download, checkpoint_every, model_fn, population: "auto" | "off" | N). `data`: the data set's tensors, used in this
     process in place of loading `plan.config.dataset` (workers load it by name).
 
     workers > 1: independent jobs run in that many processes (the local executor); 1: in this process.
@@ -108,7 +110,8 @@ def run_study(plan: StudyPlan, *, workers: int = 1, data: DataSplits | None = No
     runtime = Runtime(options(**run_options), progress)
     if data is not None:
         runtime.add_data(plan.config.dataset, data)
-    check_before_planning(plan.config, plan.levels or 0, runtime, data_given=data is not None)
+    check_before_planning(plan.config, max([plan.levels or 0, *(s.level for s in plan.stability)]), runtime,
+                          data_given=data is not None)
     reps, jobs = plan_jobs(plan, runtime)
     execute_all(jobs, runtime, workers, executor, address)
     return read_back(plan, reps, jobs, runtime.root)
@@ -128,7 +131,7 @@ def execute_all(jobs: list[Job], runtime: Runtime, workers: int, executor: str =
                 address: str | None = None) -> None:
     """executor "local": worker processes for workers > 1, else this process (its loaded data reused);
     "ray": Ray tasks on the cluster at `address` (None: a Ray instance started here with `workers` CPUs)."""
-    make_executor(executor, workers, address, runtime).run(jobs, runtime.options)
+    make_executor(executor, workers, address, runtime, runtime.options.population).run(jobs, runtime.options)
 
 
 def read_back(plan: StudyPlan, reps: list[Replicate], jobs: list[Job], root: Path) -> StudyResult:
@@ -141,7 +144,8 @@ def read_back(plan: StudyPlan, reps: list[Replicate], jobs: list[Job], root: Pat
             "levels": [] if plan.levels is None else [store.read_summary(root / rep.level(level))
                                                       for level in range(plan.levels + 1)],
             "controls": [store.read_summary(root / j.folder) for j in mine if j.kind == "control"],
-            "stability": [store.read_json(root / j.folder / store.STABILITY) for j in mine if j.kind == "stability"]}
+            "stability": [store.read_json(root / j.folder / store.STABILITY) for j in jobs
+                          if j.kind == "stability" and j.params["rep"].seed == rep.seed]}  # any rewind step's
     return result
 
 

@@ -10,6 +10,7 @@ from .init import INITS, initialize
 from .mlp import MLP
 from .registry import (MODEL_NAMES, ModelEntry, build_model, construct, find_model, model_entry, preset_for,
                        register_model)
+from . import planted  # noqa: F401,E402  (registers planted_<task>_<depth>_<width>)
 
 __all__ = ["build_model", "construct", "register_model", "model_entry", "find_model", "preset_for", "ModelEntry",
            "MODEL_NAMES", "initialize", "INITS", "MLP", "ConvNet", "CONV_WIDTHS"]

@@ -70,3 +70,74 @@ def _finish(fig: Figure, ax: Any, xlabel: str, ylabel: str, title: str, out_dir:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
     return _save(fig, out_dir, name, experiment)
+
+
+# ---- The sweep over k and levels (Frankle et al. 2020, section 5) -------------------------------------------
+
+
+def sweep_figure(rows: list[dict[str, Any]], dense: dict[str, Any] | None, threshold: float, out_dir: Path,
+                 experiment: str) -> Drawn:
+    """Left: test barrier vs the rewind/split step k, one line per density (level). Right: final test
+    accuracy of the subnetwork trained from k vs density, one line per k, with the dense accuracy and the
+    matching band. Filled markers: stable (left) or matching (right)."""
+    fig = Figure(figsize=(13, 4.8))
+    left, right = fig.subplots(1, 2)
+    levels = sorted({r["level"] for r in rows})
+    steps = sorted({r["step"] for r in rows})
+    for i, level in enumerate(levels):
+        mine = sorted((r for r in rows if r["level"] == level), key=lambda r: r["step"])
+        x = [max(r["step"], 0.5) for r in mine]
+        y = [100 * r["test_barrier"] for r in mine]
+        err = [[100 * (r["test_barrier"] - r["test_barrier_min"]) for r in mine],
+               [100 * (r["test_barrier_max"] - r["test_barrier"]) for r in mine]]
+        color = f"C{i % 10}"
+        left.errorbar(x, y, yerr=err, color=color, capsize=3, lw=1.4,
+                      label=f"{100 * mine[0]['density']:.1f}% left (level {level})")
+        for xi, yi, r in zip(x, y, mine):
+            left.plot(xi, yi, "o", color=color, mfc=color if r["stable"] else "white")
+    left.axhline(100 * threshold, color="0.3", ls="--", lw=1, label=f"stable below {100 * threshold:g}%")
+    left.set_xscale("log")
+    left.set_xlabel("rewind / split step k (log; k = 0 drawn at 0.5)")
+    left.set_ylabel("test error barrier (%)")
+    left.set_title("Instability of IMP subnetworks rewound to k", fontsize="medium")
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize="small")
+    with_acc = [r for r in rows if r["test_accuracy"] is not None]
+    for i, k in enumerate(steps):
+        mine = sorted((r for r in with_acc if r["step"] == k), key=lambda r: -r["density"])
+        if not mine:
+            continue
+        color = f"C{i % 10}"
+        x = [100 * r["density"] for r in mine]
+        y = [100 * r["test_accuracy"] for r in mine]
+        right.plot(x, y, color=color, lw=1.4, label=f"k = {k}")
+        for xi, yi, r in zip(x, y, mine):
+            right.plot(xi, yi, "o", color=color, mfc=color if r["matching"] else "white")
+    if dense is not None:
+        right.axhline(100 * dense["mean"], color="0.2", lw=1, label="dense network")
+        right.axhspan(100 * dense["matching_below"], 100 * dense["mean"], color="0.85", alpha=0.6,
+                      label="matching (within max(1 std, 0.2 pp))")
+    right.set_xscale("log")
+    right.invert_xaxis()
+    right.set_xlabel("weights left (%, log)")
+    right.set_ylabel("final test accuracy (%)")
+    right.set_title("Accuracy of the subnetwork trained from k", fontsize="medium")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize="small")
+    fig.suptitle(f"Sparse stability sweep (filled: stable / matching)\n{experiment}", fontsize="medium")
+    return _save(fig, out_dir, "stability_sweep", experiment)
+
+
+def sweep_table(rows: list[dict[str, Any]], dense: dict[str, Any] | None) -> str:
+    """The sweep as a Markdown table."""
+    lines = ["| level | % weights left | k | seeds | test barrier % | stable | test acc % | matching |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        acc = "" if r["test_accuracy"] is None else f"{100 * r['test_accuracy']:.2f}"
+        match = "" if r["matching"] is None else ("yes" if r["matching"] else "no")
+        lines.append(f"| {r['level']} | {100 * r['density']:.1f} | {r['step']} | {r['seeds']} | "
+                     f"{100 * r['test_barrier']:.2f} | {'yes' if r['stable'] else 'no'} | {acc} | {match} |")
+    if dense is not None:
+        lines.append(f"\nDense: {100 * dense['mean']:.2f}% (n = {dense['n']}, std {100 * dense['std']:.2f} pp); "
+                     f"matching: at least {100 * dense['matching_below']:.2f}%.")
+    return "\n".join(lines) + "\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import TicketlabError
+
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -17,7 +19,8 @@ def eval_batch_size(model: nn.Module) -> int:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` on (x, y); the model is left in the mode it was in."""
+    """(mean cross-entropy, accuracy) of `model` on (x, y); the model is left in the mode it was in.
+    Regression targets (floating-point y): (mean squared error per output, NaN): no accuracy."""
     if len(x) == 0:
         return float("nan"), float("nan")
     batch_size = batch_size or eval_batch_size(model)
@@ -28,7 +31,28 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     for i in range(0, len(x), batch_size):
         out = model(x[i:i + batch_size])
         target = y[i:i + batch_size]
+        if target.is_floating_point():
+            loss_sum += nn.functional.mse_loss(out, target.view_as(out), reduction="sum") / out[0].numel()
+            continue
         loss_sum += nn.functional.cross_entropy(out, target, reduction="sum")
         correct += (out.argmax(1) == target).sum()
     model.train(was_training)
+    if y.is_floating_point():
+        return loss_sum.item() / len(x), float("nan")
     return loss_sum.item() / len(x), correct.item() / len(x)
+
+
+LOSSES = ("cross_entropy", "mse")
+
+
+def training_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The training loss `name` (TrainingHparams.loss): cross-entropy on class labels, or the mean squared
+    error on regression targets (floating-point y); a loss that does not fit the labels is said in one line."""
+    if name == "mse":
+        if not y.is_floating_point():
+            raise TicketlabError("training.loss mse needs regression targets (e.g. the relu or helix data set); "
+                                 "this data set has class labels: use cross_entropy")
+        return nn.functional.mse_loss(out, y.view_as(out))
+    if y.is_floating_point():
+        raise TicketlabError("this data set has regression targets: set training.loss = \"mse\"")
+    return nn.functional.cross_entropy(out, y)

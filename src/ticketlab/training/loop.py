@@ -26,7 +26,7 @@ from ..data import BatchOrder, DataSplits
 from ..errors import TicketlabError
 from ..masks import Mask, MaskApplier
 from ..store import load_checkpoint, save_checkpoint
-from .evaluate import evaluate
+from .evaluate import evaluate, training_loss
 from .optim import build_optimizer, lr_at
 
 
@@ -44,7 +44,10 @@ class TrainResult:
                 "early_stop_val_loss": es["val_loss"] if es else None,
                 "final_step": self.final["step"],
                 "final_test_accuracy": self.final["test_accuracy"],
-                "final_val_accuracy": self.final["val_accuracy"]}
+                "final_val_accuracy": self.final["val_accuracy"],
+                # regression has no accuracy (NaN, stored as null): its test loss is the result
+                "early_stop_test_loss": es.get("test_loss") if es else None,
+                "final_test_loss": self.final.get("test_loss")}
 
 
 class Diverged(TicketlabError):
@@ -103,11 +106,12 @@ def _check_finite(log: _LossLog, model: nn.Module, step: int, evals: list[dict[s
         raise Diverged(step, f"weights are not finite ({', '.join(bad)})", evals)
 
 
-def _check_row(row: dict[str, float | None], step: int, evals: list[dict[str, float]]) -> None:
-    """An evaluation loss that is not finite (on a split that has examples) is divergence too."""
-    for split in ("val", "test"):
+def _check_row(row: dict[str, float | None], step: int, evals: list[dict[str, float]], data: DataSplits) -> None:
+    """An evaluation loss that is not finite (on a split that has examples) is divergence too. Emptiness is
+    read from the data, not from a NaN accuracy: a regression task has no accuracy on any split."""
+    for split, examples in (("val", len(data.val_x)), ("test", len(data.test_x))):
         loss = row[f"{split}_loss"]
-        if loss is not None and row[f"{split}_accuracy"] == row[f"{split}_accuracy"] and not math.isfinite(loss):
+        if loss is not None and examples and not math.isfinite(loss):
             raise Diverged(step, f"{'validation' if split == 'val' else 'test'} loss is not finite", evals)
 
 
@@ -164,7 +168,7 @@ def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *
         if (step % hp.eval_every == 0 or step == hp.train_steps) and not (evals and evals[-1]["step"] == step):
             _check_finite(losses, model, step, evals)
             row = _evaluate(model, data, step, test=step % test_every == 0 or step == hp.train_steps)
-            _check_row(row, step, evals)
+            _check_row(row, step, evals, data)
             if row["val_loss"] < min((e["val_loss"] for e in evals), default=float("inf")):
                 best = None if row["test_loss"] is not None else {k: v.clone() for k, v in model.state_dict().items()}
             evals.append(row)
@@ -183,9 +187,11 @@ def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *
                 group["lr"] = lr
         idx = order.indices(step)
         x, y = data.train_x[idx], data.train_y[idx]
+        if data.augment is not None:  # the data set's augmentation: a function of (data seed, step)
+            x = data.augment(x, data_seed, step)
         if hooks.batch_transform:
             x, y = hooks.batch_transform(x, y, step)
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = training_loss(hp.loss, model(x), y)  # cross-entropy, or mse for regression (hp.loss)
         losses.add(loss)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()

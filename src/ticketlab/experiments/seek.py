@@ -1,0 +1,200 @@
+"""Plant 'n' Seek: a known ticket planted in a random network (models/planted.py), then pruning methods run
+on that network, each scored by accuracy (or test loss for regression) and by how much of the planted mask it
+recovered (precision and recall of its kept weights against the planted ones).
+
+`plant_record` writes one planted network to the run store as a record, `planted_<h>/` (h = task, depth,
+width, seed): planted.safetensors (each layer's weight, bias, planted mask and the target's weight and bias)
+and summary.json (counts, ground-truth density, and the largest difference between the planted subnetwork's
+outputs and the target's on the task's test inputs). The model `planted_<task>_<depth>_<width>` of the
+registry builds the same network from the replicate's init seed, so `seek` runs every method through the
+ordinary machinery on it: IMP = the lottery levels nearest each density, SNIP/GraSP/SynFlow/random/magnitude
+= `pai` jobs, edge-popup = `strong` jobs on the frozen planted weights (k = the density).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import store
+from ..config import RunConfig
+from ..data import DATASETS, DataSplits, dataset_info
+from ..errors import TicketlabError
+from ..identity import digest
+from ..jobs import Progress, Runtime
+from ..masks import Mask
+from ..models import build_model
+from ..models.planted import TASKS, construct, evaluate_layers, parse, planted_mask, recovery
+from ..pruning import layers_of
+from ..seeds import streams
+from ..training.evaluate import evaluate
+from ..training.supermask import StrongSpec
+from .compare import nearest_levels
+from .lottery import level_jobs
+from .pai import method as pai_method, pai_jobs
+from .plan import provenance, resolve
+from .strong import strong_jobs
+from .study import check_before_planning, execute_all, options
+
+PLANTED = "planted.safetensors"
+SEEK_METHODS = ("imp", "snip", "grasp", "synflow", "random", "magnitude", "edge-popup")
+CONSTRUCTION = 1  # the planting's version: a change to models/planted.py that changes networks bumps it
+
+
+def model_name(task: str, depth: int, width: int) -> str:
+    return f"planted_{task}_{depth}_{width}"
+
+
+def plant_record(task: str, depth: int, width: int, seed: int = 0, root: Path | str = store.DEFAULT_ROOT) -> dict[str, Any]:
+    """Build (or read back) the planted network of `seed` (drawn from the seed's init stream, as the
+    replicate of that seed builds it) and its record; returns the record's summary (with "folder")."""
+    if task not in TASKS:
+        raise TicketlabError(f"unknown planted task {task!r}; choose from: {', '.join(TASKS)}")
+    name = model_name(task, depth, width)
+    init_seed = streams(seed)["init"]
+    identity = {"model": name, "seed": seed, "init_seed": init_seed, "construction": CONSTRUCTION}
+    folder = store.experiment_dir(root, "planted", digest(identity))
+    if store.is_done(folder):
+        return {**store.read_summary(folder), "folder": str(folder)}
+    layers, masks, goal = construct(task, depth, width, init_seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for i, ((w, b), m) in enumerate(zip(layers, masks)):
+        tensors[f"layer{i}.weight"] = torch.from_numpy(w.T.copy()).float()
+        tensors[f"layer{i}.bias"] = torch.from_numpy(b.copy()).float()
+        tensors[f"layer{i}.planted"] = torch.from_numpy(m.T.copy()).to(torch.uint8)
+    for i, (w, b) in enumerate(goal):
+        tensors[f"target{i}.weight"] = torch.from_numpy(w.T.copy()).float()
+        tensors[f"target{i}.bias"] = torch.from_numpy(b.copy()).float()
+    test_x = dataset_info(task).load(None, False)[2].astype(np.float64)
+    sub = [(w * m, b) for (w, b), m in zip(layers, masks)]
+    error = float(np.abs(evaluate_layers(sub, test_x) - evaluate_layers(goal, test_x)).max())
+    planted = sum(int(m.sum()) for m in masks)
+    total = sum(m.size for m in masks)
+    store.record_experiment(folder, {"kind": "planted", "hash": digest(identity), "identity": identity}, provenance)
+    store.write_safetensors(folder / PLANTED, tensors)
+    summary = {**identity, "task": task, "depth": depth, "width": width, "planted_weights": planted,
+               "weights": total, "density": planted / total,
+               "planted_biases": sum(int((m.any(axis=0)).sum()) for m in masks),
+               "layer_planted": [int(m.sum()) for m in masks],
+               "subnetwork_vs_target_max_abs": error, "status": "ok"}
+    store.finish_job(folder, summary)
+    return {**summary, "folder": str(folder)}
+
+
+@dataclass
+class SeekResult:
+    rows: list[dict[str, Any]]  # one per (method, density, seed): accuracy / loss, precision, recall
+    planted: list[dict[str, Any]]  # each replicate's planted record
+    baseline: list[dict[str, Any]]  # each replicate's planted subnetwork, untrained: test accuracy / loss
+    dense: list[dict[str, Any]]  # the dense runs' summaries
+    regression: bool
+    notes: list[str] = dataclasses.field(default_factory=list)  # jobs not run, and why
+
+
+def check_methods(methods: list[str], regression: bool) -> None:
+    if not methods:
+        raise TicketlabError("seek needs at least one method")
+    for m in methods:
+        if m not in SEEK_METHODS:
+            raise TicketlabError(f"unknown method {m!r}; choose from: {', '.join(SEEK_METHODS)}")
+        if regression and m in ("snip", "grasp"):
+            raise TicketlabError(f"{m} scores with a cross-entropy loss on class labels: not for a regression task "
+                                 "(use imp, synflow, random, magnitude or edge-popup)")
+
+
+def run_seek(config: RunConfig, methods: list[str], densities: list[float], *, replicates: int = 1, workers: int = 1,
+             progress: Progress | None = None, executor: str = "local", address: str | None = None,
+             **run_options: Any) -> SeekResult:
+    """Run (or read back) each method at each density on the planted network of config.model.name
+    (planted_<task>_<depth>_<width>), one planted network per replicate seed; keyword arguments as for
+    run_study."""
+    task, depth, width = parse(config.model.name)
+    regression = DATASETS[config.dataset.name].regression if config.dataset.name in DATASETS else False
+    if config.dataset.name != task:
+        raise TicketlabError(f"{config.model.name} is planted for the {task} data set, not {config.dataset.name}")
+    check_methods(methods, regression)
+    for d in densities:
+        if not 0 < d < 1:
+            raise TicketlabError(f"densities must be in (0, 1), got {d}")
+    if replicates < 1:
+        raise TicketlabError(f"replicates must be at least 1, got {replicates}")
+    runtime = Runtime(options(**run_options), progress)
+    check_before_planning(config, 0, runtime, data_given=False)
+    config = dataclasses.replace(config, kind="lottery")
+    seeds = [config.seed + r for r in range(replicates)]
+    planted = [plant_record(task, depth, width, s, runtime.root) for s in seeds]
+    reps = resolve(config, seeds, runtime)
+    jobs, imp_levels = [], {}
+    if "imp" in methods:
+        data = runtime.data(config.dataset)
+        imp_levels = nearest_levels(config, layers_of(runtime.model(config, data, reps[0].seeds["init"])), densities)
+        jobs += [j for rep in reps for j in level_jobs(rep, max(imp_levels.values()))]
+    else:
+        jobs += [j for rep in reps for j in level_jobs(rep, 0)]  # the dense baseline
+    pai_names = [m for m in methods if m not in ("imp", "edge-popup")]
+    for m in pai_names:
+        pai_method(m)
+    _, pai = pai_jobs(config, pai_names, densities, reps, runtime, checks=())
+    strong: list = []
+    if "edge-popup" in methods:
+        _, strong = strong_jobs(config, StrongSpec("edge-popup", densities[0]), densities, reps, runtime)
+    notes = []
+    try:
+        execute_all(list({j.folder: j for j in jobs + pai + strong}.values()), runtime, workers, executor, address)
+    except TicketlabError as e:  # e.g. IMP collapsed at some level: the deeper levels are not run, the rest is
+        if not any(runtime.done(j.folder) for j in pai + strong + jobs):
+            raise
+        notes.append(str(e))
+    truth = {rep.seed: planted_mask(config.model.name, rep.seeds["init"]) for rep in reps}
+    rows = []
+    for rep in reps:
+        for d, level in imp_levels.items():
+            rows.append(_row("imp", d, runtime.path(rep.level(level)), truth[rep.seed]))
+    rows += [_row(j.params["method"], j.params["density"], runtime.path(j.folder), truth[j.params["rep"].seed])
+             for j in pai]
+    rows += [_row("edge-popup", j.params["spec"].k, runtime.path(j.folder), truth[j.params["rep"].seed])
+             for j in strong]
+    dense = [store.read_summary(runtime.path(rep.level(0))) for rep in reps]
+    data = runtime.data(config.dataset)
+    return SeekResult(rows, planted, [planted_baseline(config, s, data) for s in seeds], dense, regression, notes)
+
+
+def _row(method: str, requested: float, job: Path, truth: dict[str, torch.Tensor]) -> dict[str, Any]:
+    if not store.is_done(job):  # not run: it builds on a collapsed or diverged job (said in the notes)
+        return {"method": method, "seed": store.seed_of(_seed_folder(job)), "requested_density": requested,
+                "density": float("nan"), "status": "not run", "accuracy": None, "loss": None,
+                "precision": float("nan"), "recall": float("nan"), "found": None, "kept": None, "planted": None,
+                "job_dir": str(job)}
+    summary = store.read_summary(job)
+    mask = Mask.load(job / store.MASK)
+    found = recovery(mask.tensors, truth)
+    return {"method": method, "seed": summary["seed"], "requested_density": requested, "density": summary["density"],
+            "status": summary.get("status", "ok"), "accuracy": summary.get("early_stop_test_accuracy"),
+            "loss": summary.get("early_stop_test_loss"), "precision": found["precision"],
+            "recall": found["recall"], "found": found["found"], "kept": found["kept"], "planted": found["planted"],
+            "job_dir": str(job)}
+
+
+def _seed_folder(job: Path) -> Path:
+    return next(p for p in (job, *job.parents) if p.name.startswith("seed_"))
+
+
+def planted_baseline(config: RunConfig, seed: int, data: DataSplits) -> dict[str, float | None]:
+    """The planted subnetwork alone (untrained) on the test set: its accuracy (or loss) as a reference."""
+    model = build_model(config.model, data.input_shape, data.num_classes, streams(seed)["init"]).to(data.test_x.device)
+    mask = planted_mask(config.model.name, streams(seed)["init"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in mask:
+                p.mul_(mask[name].to(p.dtype))
+    loss, acc = evaluate(model, data.test_x, data.test_y)
+    return {"seed": seed, "loss": loss, "accuracy": None if math.isnan(acc) else acc}
+
+
+__all__ = ["plant_record", "run_seek", "SeekResult", "planted_baseline"]

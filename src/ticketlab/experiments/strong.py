@@ -1,0 +1,149 @@
+"""Strong tickets: masks learned on frozen random weights (edge-popup, supermasks), and Zhou et al.'s
+large_final_same_sign mask applied to the untrained network (training/supermask.py does the learning).
+
+Job kind `strong`: `strong_<h>/seed_<s>/level_0/` with h = the dense experiment's identity (data, model,
+training recipe, numerics) + the method's settings (method, k, frozen-weight init, scale-fan); one
+experiment per k. The folder holds what any ticket holds: mask.safetensors, init.safetensors (the frozen
+weights the mask applies to), final.safetensors (the same weights; batch-norm running statistics as they
+ended), metrics.json and summary.json, with the ticket doctor's findings; so `ticketlab export --level 0`
+and `ticketlab report` read it like a lottery level. No weight is ever trained: the job compares every
+parameter bitwise before and after and stops with an error if one changed.
+
+lfss needs the dense network trained with the config's recipe (the `dense` job of the same replicate, shared
+with every other experiment on it); the mask is cut from its init and final weights and evaluated on the
+untrained network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import store
+from ..config import RunConfig
+from ..data import DataSplits
+from ..doctor import examine
+from ..errors import TicketlabError
+from ..identity import digest
+from ..jobs import Job, Progress, Runtime, register_kind
+from ..masks import prunable
+from ..training.supermask import (StrongSpec, evaluate_fixed, kept_count, large_final_same_sign, learn_mask,
+                                  prepare_frozen, summary_of)
+from .job import require_healthy
+from .lottery import level_jobs
+from .plan import Replicate, dense_experiment, provenance, relative, resolve
+from .study import check_before_planning, execute_all, options
+
+
+@dataclass
+class StrongResult:
+    rows: list[dict[str, Any]]  # one per (k, seed): method, k, seed, density, accuracies, losses, job_dir
+    experiments: dict[float, Path]  # k -> its experiment folder
+
+
+def strong_jobs(config: RunConfig, spec: StrongSpec, ks: list[float], reps: list[Replicate],
+                runtime: Runtime) -> tuple[dict[float, Path], list[Job]]:
+    """One experiment per k (its folder named by the dense identity and the method's settings), one job per
+    replicate; lfss adds the dense runs it reads."""
+    for k in ks:
+        dataclasses.replace(spec, k=k).check()
+    dense_id, _ = dense_experiment(config, runtime, record=False)
+    folders, jobs = {}, []
+    if spec.method == "lfss":
+        jobs += [j for rep in reps for j in level_jobs(rep, 0)]
+    for k in ks:
+        method = dataclasses.replace(spec, k=k)
+        identity = {"dense": dense_id, "strong": dataclasses.asdict(method)}
+        folder = store.experiment_dir(runtime.root, "strong", digest(identity))
+        body = config.to_dict()
+        body.pop("seed")
+        store.record_experiment(folder, {"kind": "strong", "method": method.method, "k": k, "hash": digest(identity),
+                                         "identity": identity, "config": body}, provenance)
+        folders[k] = folder
+        for rep in reps:
+            where = relative(store.level_dir(store.seed_dir(folder, rep.seed), 0), runtime)
+            deps = (rep.level(0),) if method.method == "lfss" else ()
+            jobs.append(Job("strong", where, {"rep": rep, "spec": method}, deps,
+                            label=f"seed {rep.seed} {method.method} k={k:g}"))
+    return folders, jobs
+
+
+@register_kind("strong")
+def run_strong_job(job: Job, rt: Runtime) -> None:
+    rep: Replicate = job.params["rep"]
+    spec: StrongSpec = job.params["spec"]
+    config = rep.config
+    folder = rt.path(job.folder)
+    data = rt.data(config.dataset, rep.fingerprint)
+    model = prepare_frozen(rt.model(config, data, rep.seeds["init"]), spec)
+    frozen = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    if spec.method == "lfss":
+        require_healthy(rt.path(job.deps[0]), f"seed {rep.seed} dense run")
+        init = store.load_weights(rt.path(job.deps[0]) / store.INIT, "cpu")
+        final = store.load_weights(rt.path(job.deps[0]) / store.FINAL, "cpu")
+        mask = large_final_same_sign({k: init[k] for k in prunable(model)}, final, spec.k)
+        result = evaluate_fixed(model, mask, data)
+        changed: list[str] = []
+    else:
+        progress = (lambda s, t: rt.progress(job.describe(), s, t)) if rt.progress else None
+        learned = learn_mask(model, data, config.training, spec, seed=rep.seeds["data"],
+                             checkpoint=folder / store.CHECKPOINT, checkpoint_every=rt.options.checkpoint_every,
+                             progress=progress)
+        mask, result, changed = learned.mask, learned.result, learned.weights_changed
+    budget = None if spec.method == "supermask" else {(k,): kept_count(p.numel(), spec.k)
+                                                      for k, p in prunable(model).items()}
+    for p in model.parameters():  # the doctor counts paths by autograd on its own copy
+        p.requires_grad_(True)
+    doctor = examine(model, mask, data.input_shape, budget)
+    mask.save(folder / store.MASK)
+    store.save_weights(folder / store.INIT, frozen)
+    store.save_weights(folder / store.FINAL, model)
+    store.write_json(folder / store.METRICS, result.evals)
+    summary = {"method": spec.method, "variant": "ticket", "k": spec.k, "weights": spec.weights,
+               "scale_fan": spec.scale_fan, "level": 0, "rewind_step": 0, "start_step": 0, "seed": rep.seed,
+               "seeds": rep.seeds, "data_seed": rep.seeds["data"], "density": mask.density(),
+               "layer_density": mask.layer_density(), "layer_counts": mask.counts(), "status": "ok",
+               **summary_of(result),
+               "checks": {"pruned_max_abs": {"weight": 0.0, "grad": 0.0, "optimizer_state": 0.0},
+                          "weights_changed": changed, **doctor},
+               "train_seconds_this_session": time.perf_counter() - began}
+    store.finish_job(folder, summary)
+    (folder / store.CHECKPOINT).unlink(missing_ok=True)
+
+
+def row_of(summary: dict[str, Any], job_dir: Path) -> dict[str, Any]:
+    keys = ("method", "k", "seed", "density", "status", "final_test_accuracy", "early_stop_test_accuracy",
+            "final_test_loss", "early_stop_test_loss", "early_stop_step")
+    return {**{k: summary.get(k) for k in keys}, "job_dir": str(job_dir)}
+
+
+def run_strong(config: RunConfig, method: str, ks: list[float], *, replicates: int = 1, weights: str = "own",
+               scale_fan: bool = False, workers: int = 1, data: DataSplits | None = None,
+               progress: Progress | None = None, executor: str = "local", address: str | None = None,
+               **run_options: Any) -> StrongResult:
+    """Learn (or read back) a strong ticket at each k (the fraction of weights KEPT per layer) for each
+    replicate; keyword arguments as for run_study. The training recipe is config.training (cosine LR)."""
+    if not ks:
+        raise TicketlabError("strong needs at least one k (the fraction of weights kept)")
+    if replicates < 1:
+        raise TicketlabError(f"replicates must be at least 1, got {replicates}")
+    spec = StrongSpec(method, ks[0], weights, scale_fan)
+    for k in ks:
+        dataclasses.replace(spec, k=k).check()
+    runtime = Runtime(options(**run_options), progress)
+    if data is not None:
+        runtime.add_data(config.dataset, data)
+    check_before_planning(config, 0, runtime, data_given=data is not None)
+    config = dataclasses.replace(config, kind="train")
+    reps = resolve(config, [config.seed + r for r in range(replicates)], runtime)
+    folders, jobs = strong_jobs(config, spec, ks, reps, runtime)
+    execute_all(list({j.folder: j for j in jobs}.values()), runtime, workers, executor, address)
+    rows = [row_of(store.read_summary(runtime.path(j.folder)), runtime.path(j.folder)) for j in jobs
+            if j.kind == "strong"]
+    return StrongResult(rows, folders)
+

@@ -1,0 +1,179 @@
+"""Sweeps: the cross product of settings (width, label noise, data size, any config field) x seeds, each
+point an ordinary study (dense runs, or IMP levels when levels > 0) planned with study.plan_jobs, all run by
+one executor, every result read back as one row.
+
+Points are content-addressed like every other job, so a sweep that is rerun, extended (another width, more
+seeds, more levels) or interrupted trains only what is missing; two sweeps that share a point share its runs.
+
+A row is one trained job: the swept settings' values, seed, level, density, the parameter counts (`params`:
+every parameter of the model; `weights`: the prunable ones; `surviving`: the prunable weights the mask
+keeps) and the job's accuracies and losses: final test accuracy (clean test labels), early-stop test accuracy,
+final training loss and accuracy on the (noisy) labels it was trained on, and on the clean ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import store
+from ..config import SECTIONS, RunConfig, merge
+from ..configure import build_config
+from ..data import DataSplits
+from ..errors import TicketlabError
+from ..jobs import Job, Progress, Runtime
+from ..masks import prunable
+from ..models import construct
+from .study import StudyPlan, check_before_planning, execute_all, options, plan_jobs
+
+MAX_POINTS = 10_000  # sane bound on the cross product: more is a typo
+ROW_METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "final_train_accuracy", "final_train_loss",
+               "final_train_accuracy_clean", "final_val_accuracy")
+
+
+@dataclass
+class Sweep:
+    axes: dict[str, list[Any]]  # setting -> its values, as the configs hold them, in the order given
+    points: list[dict[str, Any]]  # one per combination: {setting: value}
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per trained job (point x seed x level)
+    levels: int = 0
+    base: RunConfig | None = None
+
+
+def parse_over(specs: list[str]) -> dict[str, list[str]]:
+    """['model.width=0.25,0.5,1', 'dataset.label_noise=0,0.2'] -> {setting: [values as text]}."""
+    over: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not items:
+            raise TicketlabError(f"--over: cannot read {spec!r} (use SECTION.FIELD=V1,V2,.., e.g. model.width=0.5,1,2)")
+        if key in over:
+            raise TicketlabError(f"--over: {key} is given twice")
+        over[key] = items
+    return over
+
+
+def check_setting(key: str) -> tuple[str, str]:
+    """'model.width' -> ('model', 'width'), or one line naming what exists."""
+    section, _, name = key.partition(".")
+    if section not in SECTIONS:
+        raise TicketlabError(f"unknown setting {key!r} to sweep over: use SECTION.FIELD with a section among "
+                             f"{', '.join(SECTIONS)} (e.g. model.width, dataset.label_noise)")
+    known = [f.name for f in fields(SECTIONS[section])]
+    if name not in known:
+        raise TicketlabError(f"unknown setting {key!r} to sweep over: [{section}] has {', '.join(known)}")
+    if (section, name) == ("lottery", "levels"):
+        raise TicketlabError("lottery.levels is not swept: give --levels; every level is a point of its own "
+                             "(the rows' density)")
+    return section, name
+
+
+def point_config(base: RunConfig, point: dict[str, Any]) -> RunConfig:
+    """`base` with the point's settings, coerced and validated as a TOML file's would be."""
+    layers: dict[str, Any] = {}
+    for key, value in point.items():
+        section, name = check_setting(key)
+        layers.setdefault(section, {})[name] = value
+    return build_config(merge(base.to_dict(), layers))  # every field given: the model's preset changes nothing
+
+
+def plan_sweep(base: RunConfig, over: dict[str, list[Any]], levels: int = 0) -> Sweep:
+    """The points of the cross product of `over` on `base` (levels > 0: lottery runs to that level)."""
+    if not over:
+        raise TicketlabError("a sweep needs at least one setting to vary (e.g. --over model.width=0.5,1,2)")
+    if levels < 0:
+        raise TicketlabError(f"levels must be >= 0, got {levels}")
+    for key, values in over.items():
+        check_setting(key)
+        if not values:
+            raise TicketlabError(f"{key}: no values to sweep over")
+    count = 1
+    for values in over.values():
+        count *= len(values)
+    if count > MAX_POINTS:
+        raise TicketlabError(f"the sweep has {count:,} points, more than the {MAX_POINTS:,} allowed")
+    kind = "lottery" if levels > 0 else "train"
+    base = dataclasses.replace(base, kind=kind, lottery=dataclasses.replace(base.lottery, levels=levels))
+    points, axes = [], {k: [] for k in over}
+    for combo in itertools.product(*over.values()):
+        raw = dict(zip(over, combo))
+        config = point_config(base, raw)
+        point = {k: _value(config, k) for k in over}
+        for k, v in point.items():
+            if v not in axes[k]:
+                axes[k].append(v)
+        if point not in points:  # e.g. 0.5 and 0.50: one point
+            points.append(point)
+    return Sweep(axes, points, levels=levels, base=base)
+
+
+def _value(config: RunConfig, key: str) -> Any:
+    section, name = key.split(".", 1)
+    value = getattr(getattr(config, section), name)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def run_sweep(base: RunConfig, over: dict[str, list[Any]], *, replicates: int = 1, levels: int = 0,
+              workers: int = 1, data: DataSplits | None = None, progress: Progress | None = None,
+              executor: str = "local", address: str | None = None, **run_options: Any) -> Sweep:
+    """Run (or read back) every point of the sweep x `replicates` seeds; keyword arguments as run_study's.
+    Every point is checked before anything is written."""
+    if replicates < 1:
+        raise TicketlabError(f"replicates must be at least 1, got {replicates}")
+    sweep = plan_sweep(base, over, levels)
+    if data is not None and any(k.startswith("dataset.") for k in over):
+        raise TicketlabError("a sweep given its data tensors cannot vary dataset settings (the tensors would be "
+                             "used for every point): sweep a registered data set instead")
+    runtime = Runtime(options(**run_options), progress)
+    configs = [point_config(sweep.base, p) for p in sweep.points]
+    for config in configs:
+        if data is not None:
+            runtime.add_data(config.dataset, data)
+        check_before_planning(config, levels, runtime, data_given=data is not None)
+    jobs: dict[str, Job] = {}
+    planned = []
+    for point, config in zip(sweep.points, configs):
+        reps, point_jobs = plan_jobs(StudyPlan(config, replicates=replicates), runtime)
+        planned.append((point, config, reps))
+        for job in point_jobs:
+            jobs.setdefault(job.folder, job)
+    execute_all(list(jobs.values()), runtime, workers, executor, address)
+    for point, config, reps in planned:
+        counts = parameter_counts(config, runtime)
+        for rep in reps:
+            for level in range(levels + 1):
+                summary = store.read_summary(runtime.path(rep.level(level)))
+                sweep.rows.append(row(point, summary, counts, runtime.path(rep.level(level))))
+    return sweep
+
+
+def parameter_counts(config: RunConfig, runtime: Runtime) -> dict[str, int]:
+    """{'params': every parameter, 'weights': the prunable weights} of the point's model, built without
+    memory (meta device) where it can be."""
+    data = runtime.data(config.dataset)
+    if runtime.options.model_fn is not None:
+        model = runtime.model(config, data, 0)
+    else:
+        with torch.device("meta"):
+            model = construct(config.model, data.input_shape, data.num_classes)
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "weights": sum(p.numel() for p in prunable(model).values())}
+
+
+def row(point: dict[str, Any], summary: dict[str, Any], counts: dict[str, int], folder: Path) -> dict[str, Any]:
+    layer_counts = summary.get("layer_counts") or {}
+    return {**point, "seed": summary["seed"], "level": summary.get("level", 0), "density": summary["density"],
+            "status": summary.get("status", "ok"), **counts,
+            "surviving": sum(layer_counts.values()) if layer_counts else round(summary["density"] * counts["weights"]),
+            **{m: summary.get(m) for m in ROW_METRICS},
+            "train_labels_changed": summary.get("train_labels_changed", 0), "job_dir": str(folder)}
+
+
+__all__ = ["Sweep", "parse_over", "plan_sweep", "point_config", "run_sweep"]

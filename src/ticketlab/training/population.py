@@ -1,0 +1,407 @@
+"""Populations: N networks of one architecture and one recipe trained as one model.
+
+Each member has its own initial weights, mask, data seed (batch order) and checkpoint; the members share the
+architecture, the TrainingHparams and the start step. Their parameters are stacked ([N, ...] per tensor,
+`torch.func.stack_module_state`) and the forward pass is `torch.vmap` over `torch.func.functional_call` of
+the member's module, so any nn.Module works; the losses of the members (each its own mean over its own batch)
+are summed, so each member's gradient is exactly its own. Adam and SGD are elementwise, so one fused optimizer
+over the stacked tensors makes each member's update its own run's. Masks, evaluation, early stopping,
+divergence and checkpoints are per member, exactly as `training.loop.train` does them for one network; the
+only difference from N separate runs is the last bits of the batched products (results agree within float
+tolerance, not bit for bit).
+
+Not grouped (`eligible` says why; the caller trains those alone with `train`): losses other than
+cross-entropy, models with dropout (p > 0: a separate run draws its dropout masks from its own seeded RNG, which
+vmap cannot reproduce per member) or batch norm (running statistics mutated in the forward pass), and runs with
+hooks other than `progress` (at_step, batch_transform, at_end act on one module).
+
+Divergence: a member whose loss, weights or evaluation loss stops being finite gets its own `Diverged` (same
+step and reason as its separate run would report) and leaves the population; the others continue.
+
+Checkpoints: each member's checkpoint is written in its own file in exactly the format of `train`'s (weights,
+a torch optimizer state dict, RNG state, step, evaluations, best weights), at the same steps; a killed population
+resumes from them bit-identically (CPU), and a single run (`--population off`) can resume them too.
+
+Who trains: `trainer()` is what `experiments/job.py: run_training` calls; it is `train` unless an executor
+installed another with `using_trainer` (executors/population.py collects requests and trains them here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..config import TrainingHparams
+from ..data import BatchOrder, DataSplits
+from ..masks import Mask, prunable
+from ..store import save_checkpoint
+from .evaluate import eval_batch_size
+from .loop import Checkpointing, Diverged, Hooks, TrainResult, _result, _test_best_weights, train
+from .optim import build_optimizer, lr_at
+
+TrainFn = Callable[..., TrainResult]
+_TRAINER: contextvars.ContextVar[TrainFn | None] = contextvars.ContextVar("ticketlab_trainer", default=None)
+
+
+def trainer() -> TrainFn:
+    """The function that trains one run (train's signature): `train` unless `using_trainer` set another."""
+    return _TRAINER.get() or train
+
+
+@contextlib.contextmanager
+def using_trainer(fn: TrainFn) -> Iterator[None]:
+    token = _TRAINER.set(fn)
+    try:
+        yield
+    finally:
+        _TRAINER.reset(token)
+
+
+def eligible(model: nn.Module, hp: TrainingHparams, hooks: Hooks | None) -> str | None:
+    """None if `model` trained under `hp` with `hooks` can be a population member, else why not (one phrase)."""
+    if getattr(hp, "loss", "cross_entropy") != "cross_entropy":
+        return f"loss {hp.loss!r}"
+    if hooks is not None and (hooks.at_step or hooks.batch_transform or hooks.at_end):
+        return "training hooks"
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return "dropout"
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            return "batch norm"
+    names = set(dict(model.named_parameters())) | set(dict(model.named_buffers()))
+    if set(model.state_dict()) != names:
+        return "state outside parameters and buffers"
+    return None
+
+
+def signature(model: nn.Module) -> str:
+    """What must be equal for modules to share one forward function: class, structure, tensors' shapes."""
+    tensors = [(k, tuple(v.shape), str(v.dtype), str(v.device)) for k, v in model.state_dict().items()]
+    return f"{type(model).__module__}.{type(model).__qualname__}|{model!r}|{tensors}"
+
+
+@dataclass
+class Member:
+    model: nn.Module  # holds the member's starting weights (masked); receives its final weights
+    mask: Mask
+    data_seed: int
+    checkpoint: Checkpointing | None = None
+    hooks: Hooks | None = None
+    state: dict[str, Any] | None = None  # its checkpoint, already loaded (None: start afresh)
+
+
+def bytes_per_member(model: nn.Module, hp: TrainingHparams) -> int:
+    """A generous estimate of one member's memory: weights, gradient, optimizer state, mask, best weights, and
+    the activations of a training batch and an evaluation chunk."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    widths = sum(m.weight.shape[0] for m in prunable(model).values())
+    activations = 4 * widths * (3 * hp.batch_size + eval_batch_size(model))
+    return 7 * params + activations
+
+
+def auto_size(model: nn.Module, hp: TrainingHparams, device: torch.device, cap: int = 1024) -> int:
+    """Members per population on `device`: 1 on a CPU (measured, bench/population.py: the CPU is already busy
+    with the arithmetic, so stacking is no faster there), else as many as fit half the free memory, <= cap."""
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(cap, int(free * 0.5) // max(1, bytes_per_member(model, hp))))
+
+
+class _Stack:
+    """The members' tensors stacked: parameters (leaves the optimizer updates), buffers, float masks."""
+
+    def __init__(self, models: list[nn.Module], masks: list[Mask]):
+        params, buffers = torch.func.stack_module_state(models)
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
+        names = list(prunable(models[0]))
+        self.masks = {k: torch.stack([m[k].to(self.params[k].device, self.params[k].dtype) for m in masks])
+                      for k in names}
+
+    def member_state(self, i: int) -> dict[str, torch.Tensor]:
+        return {**{k: v[i].detach().clone() for k, v in self.params.items()},
+                **{k: v[i].clone() for k, v in self.buffers.items()}}
+
+
+def train_population(members: list[Member], data: DataSplits, hp: TrainingHparams, *,
+                     start_step: int = 0) -> list[TrainResult | Diverged]:
+    """Train every member from `start_step` (or its checkpoint's step) to hp.train_steps; one result per member:
+    its TrainResult (its model then holds its final weights) or its Diverged. Members must be eligible and
+    share `signature` and their checkpoints' step."""
+    if not members:
+        return []
+    for m in members:
+        why = eligible(m.model, hp, m.hooks)
+        if why:
+            raise ValueError(f"not a population member: {why}")
+        if signature(m.model) != signature(members[0].model):
+            raise ValueError("population members must share one architecture")
+    steps = {m.state["step"] if m.state is not None else start_step for m in members}
+    if len(steps) != 1:
+        raise ValueError(f"population members resume from different steps {sorted(steps)}")
+    step = steps.pop()
+    for m in members:
+        m.mask.check_matches(m.model)
+        if m.state is not None:
+            m.model.load_state_dict(m.state["model"])
+    device = next(members[0].model.parameters()).device
+    names = [k for k, p in members[0].model.named_parameters() if p.requires_grad]
+    stack = _Stack([m.model for m in members], [m.mask for m in members])
+    optimizer = _stacked_optimizer(stack, names, hp)
+    if any(m.state is not None for m in members):
+        _load_optimizer_states(optimizer, stack, names, members, hp)
+    _apply(stack, grads=False)
+    for k in names:  # the loop installs the mask on the optimizer state too
+        for value in optimizer.state.get(stack.params[k], {}).values():
+            if torch.is_tensor(value) and value.shape == stack.params[k].shape and k in stack.masks:
+                value.mul_(stack.masks[k])
+
+    base = copy.deepcopy(members[0].model).to("meta")
+    alive = list(range(len(members)))  # member index of each stacked row
+    evals: list[list[dict]] = [list(m.state["evals"]) if m.state else [] for m in members]
+    best: list[dict | None] = [m.state["best"] if m.state else None for m in members]
+    results: list[TrainResult | Diverged | None] = [None] * len(members)
+    orders = [BatchOrder(len(data.train_x), hp.batch_size, m.data_seed, data.train_x.device) for m in members]
+    last_saved = step
+    test_every = hp.test_every or hp.eval_every
+    every = min((m.checkpoint.every for m in members if m.checkpoint), default=None)
+    losses: list[torch.Tensor] = []  # [rows] per step since the last check
+    loss_fn = torch.func.vmap(_member_loss(base))
+    lr = None
+    base.train()
+    while alive:
+        if (step % hp.eval_every == 0 or step == hp.train_steps) and not (evals[alive[0]] and
+                                                                          evals[alive[0]][-1]["step"] == step):
+            bad = _check_finite(losses, stack, step)
+            losses = []
+            rows = _evaluate_all(base, stack, data, step, step % test_every == 0 or step == hp.train_steps)
+            keep = []
+            for r, i in enumerate(alive):
+                why = bad.get(r) or _row_problem(rows[r], step)
+                if why is not None:
+                    results[i] = Diverged(why[0], why[1], evals[i])
+                    continue
+                row = rows[r]
+                if row["val_loss"] < min((e["val_loss"] for e in evals[i]), default=float("inf")):
+                    best[i] = None if row["test_loss"] is not None else stack.member_state(r)
+                evals[i].append(row)
+                keep.append(r)
+            if len(keep) < len(alive):
+                alive = [alive[r] for r in keep]
+                stack, optimizer = _keep(stack, optimizer, names, keep, hp)
+                if not alive:
+                    break
+            if every and step - last_saved >= every and step < hp.train_steps:
+                for r, i in enumerate(alive):
+                    _save_member(members[i], stack, optimizer, names, r, hp, lr, step, evals[i], best[i])
+                last_saved = step
+            for i in alive:
+                if members[i].hooks and members[i].hooks.progress:
+                    members[i].hooks.progress(step, hp.train_steps)
+        if step == hp.train_steps:
+            break
+        if lr != (new_lr := lr_at(hp, step)):
+            lr = new_lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        idx = torch.stack([orders[i].indices(step) for i in alive])
+        loss = loss_fn(stack.params, stack.buffers, data.train_x[idx], data.train_y[idx])
+        losses.append(loss.detach())
+        optimizer.zero_grad(set_to_none=False)
+        loss.sum().backward()
+        _apply(stack, grads=True)
+        optimizer.step()
+        _apply(stack, grads=False)
+        step += 1
+    for r, i in enumerate(alive):
+        m = members[i]
+        m.model.load_state_dict(stack.member_state(r))
+        result = _result(evals[i])
+        result.checks = _pruned_magnitudes(stack, optimizer, r)
+        if result.early_stop is not None and result.early_stop["test_loss"] is None and best[i] is not None:
+            _test_best_weights(m.model, best[i], data, result.early_stop)
+        results[i] = result
+    return results  # type: ignore[return-value]
+
+
+def _member_loss(base: nn.Module) -> Callable:
+    def loss(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(torch.func.functional_call(base, (params, buffers), (x,)), y)
+    return loss
+
+
+def _apply(stack: _Stack, grads: bool) -> None:
+    """Masks on the weights (grads=False) or on their gradients: one fused multiply for every member."""
+    keys = list(stack.masks)
+    if grads:
+        keys = [k for k in keys if stack.params[k].grad is not None]
+        if keys:
+            torch._foreach_mul_([stack.params[k].grad for k in keys], [stack.masks[k] for k in keys])
+    elif keys:
+        with torch.no_grad():
+            torch._foreach_mul_([stack.params[k] for k in keys], [stack.masks[k] for k in keys])
+
+
+def _stacked_optimizer(stack: _Stack, names: list[str], hp: TrainingHparams) -> torch.optim.Optimizer:
+    holder = nn.Module()  # build_optimizer takes a module: one parameter per stacked tensor, in the loop's order
+    for j, k in enumerate(names):
+        holder.register_parameter(f"p{j}", nn.Parameter(stack.params[k], requires_grad=True))
+    opt = build_optimizer(holder, hp)
+    # nn.Parameter(t) shares t's storage; point the stack at the parameters the optimizer holds
+    for j, k in enumerate(names):
+        stack.params[k] = getattr(holder, f"p{j}")
+    return opt
+
+
+def _member_optimizer(model: nn.Module, hp: TrainingHparams) -> torch.optim.Optimizer:
+    return build_optimizer(model, hp)
+
+
+def _save_member(member: Member, stack: _Stack, optimizer: torch.optim.Optimizer, names: list[str], r: int,
+                 hp: TrainingHparams, lr: float | None, step: int, evals: list[dict], best: dict | None) -> None:
+    """Member r's checkpoint in exactly `train`'s format (its own torch optimizer's state dict)."""
+    if member.checkpoint is None:
+        return
+    member.model.load_state_dict(stack.member_state(r))
+    opt = _member_optimizer(member.model, hp)
+    params = [p for p in member.model.parameters() if p.requires_grad]
+    for p, k in zip(params, names):
+        stacked = stack.params[k]
+        state = optimizer.state.get(stacked, {})
+        opt.state[p] = {n: (v[r].clone() if torch.is_tensor(v) and v.shape == stacked.shape else
+                            v.clone() if torch.is_tensor(v) else v) for n, v in state.items()}
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    rng = torch.Generator().manual_seed(member.data_seed).get_state()  # train's RNG: seeded, never drawn from
+    save_checkpoint(member.checkpoint.path, {"model": member.model.state_dict(), "optimizer": opt.state_dict(),
+                                             "rng": rng, "step": step, "evals": evals, "best": best})
+
+
+def _load_optimizer_states(optimizer: torch.optim.Optimizer, stack: _Stack, names: list[str],
+                           members: list[Member], hp: TrainingHparams) -> None:
+    """The members' checkpointed optimizer states, stacked into the population's optimizer."""
+    per_member = []
+    for m in members:
+        opt = _member_optimizer(m.model, hp)
+        opt.load_state_dict(m.state["optimizer"])
+        per_member.append([opt.state.get(p, {}) for p in m.model.parameters() if p.requires_grad])
+    for j, k in enumerate(names):
+        stacked = stack.params[k]
+        states = [s[j] for s in per_member]
+        if not states[0]:
+            continue
+        optimizer.state[stacked] = {
+            n: (torch.stack([s[n] for s in states]).to(stacked.device)
+                if torch.is_tensor(v) and v.shape == stacked.shape[1:] else
+                v.clone().to(v.device) if torch.is_tensor(v) else v)
+            for n, v in states[0].items()}
+
+
+def _keep(stack: _Stack, optimizer: torch.optim.Optimizer, names: list[str], rows: list[int],
+          hp: TrainingHparams) -> tuple[_Stack, torch.optim.Optimizer]:
+    """The stack without the members that left (diverged): rows `rows` of every tensor and optimizer state."""
+    index = torch.tensor(rows, device=next(iter(stack.params.values())).device)
+    old_state = {k: optimizer.state.get(stack.params[k], {}) for k in names}
+    old_shapes = {k: stack.params[k].shape for k in names}
+    stack.params = {k: v.detach().index_select(0, index).clone() for k, v in stack.params.items()}
+    stack.buffers = {k: v.index_select(0, index).clone() for k, v in stack.buffers.items()}
+    stack.masks = {k: v.index_select(0, index).clone() for k, v in stack.masks.items()}
+    new = _stacked_optimizer(stack, names, hp)
+    for group, old_group in zip(new.param_groups, optimizer.param_groups):
+        group["lr"] = old_group["lr"]
+    for k in names:
+        if old_state[k]:
+            new.state[stack.params[k]] = {n: (v.index_select(0, index).clone()
+                                              if torch.is_tensor(v) and v.shape == old_shapes[k] else
+                                              v.clone() if torch.is_tensor(v) else v)
+                                          for n, v in old_state[k].items()}
+    return stack, new
+
+
+def _check_finite(losses: list[torch.Tensor], stack: _Stack, step: int) -> dict[int, tuple[int, str]]:
+    """Rows whose training loss since the last check (first bad step) or weights now are not finite."""
+    out: dict[int, tuple[int, str]] = {}
+    if losses:
+        table = torch.stack(losses)  # [steps, rows]
+        bad = ~torch.isfinite(table)
+        if bool(bad.any()):
+            first = step - len(losses)
+            for r in bad.any(0).nonzero().flatten().tolist():
+                out[r] = (first + int(bad[:, r].nonzero()[0, 0]), "loss is not finite")
+    tensors = {**stack.params, **stack.buffers}
+    finite = {k: torch.isfinite(v.detach().flatten(1)).all(1) for k, v in tensors.items() if v.is_floating_point()}
+    if finite and not bool(torch.stack(list(finite.values())).all()):
+        for r in range(len(next(iter(finite.values())))):
+            if r not in out:
+                bad_keys = [k for k, ok in finite.items() if not bool(ok[r])]
+                if bad_keys:
+                    out[r] = (step, f"weights are not finite ({', '.join(bad_keys)})")
+    return out
+
+
+def _row_problem(row: dict, step: int) -> tuple[int, str] | None:
+    for split in ("val", "test"):
+        loss = row[f"{split}_loss"]
+        if loss is not None and row[f"{split}_accuracy"] == row[f"{split}_accuracy"] and not math.isfinite(loss):
+            return step, f"{'validation' if split == 'val' else 'test'} loss is not finite"
+    return None
+
+
+@torch.inference_mode()
+def evaluate_all(base: nn.Module, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor
+                 ) -> tuple[list[float], list[float]]:
+    """(mean cross-entropy, accuracy) of every stacked member on (x, y), all members at once per chunk."""
+    n = len(next(iter(params.values())))
+    if len(x) == 0:
+        return [float("nan")] * n, [float("nan")] * n
+    chunk = max(64, eval_batch_size(base) * 16 // max(16, n))
+    forward = torch.func.vmap(lambda p, b, xc: torch.func.functional_call(base, (p, b), (xc,)), in_dims=(0, 0, None))
+    was_training = base.training
+    base.eval()
+    loss_sum = torch.zeros(n, device=x.device)
+    correct = torch.zeros(n, device=x.device, dtype=torch.int64)
+    for i in range(0, len(x), chunk):
+        out = forward(params, buffers, x[i:i + chunk])  # [n, b, classes]
+        target = y[i:i + chunk]
+        loss_sum += nn.functional.cross_entropy(out.transpose(1, 2), target.expand(n, -1), reduction="none").sum(1)
+        correct += (out.argmax(2) == target).sum(1)
+    base.train(was_training)
+    # divided in Python, as `evaluate` does, so equal sums give equal figures
+    return [v / len(x) for v in loss_sum.tolist()], [c / len(x) for c in correct.tolist()]
+
+
+def _evaluate_all(base: nn.Module, stack: _Stack, data: DataSplits, step: int, test: bool) -> list[dict]:
+    params = {k: v.detach() for k, v in stack.params.items()}
+    val_loss, val_acc = evaluate_all(base, params, stack.buffers, data.val_x, data.val_y)
+    n = len(val_loss)
+    test_loss, test_acc = (evaluate_all(base, params, stack.buffers, data.test_x, data.test_y) if test
+                           else ([None] * n, [None] * n))
+    return [{"step": step, "val_loss": val_loss[r], "val_accuracy": val_acc[r], "test_loss": test_loss[r],
+             "test_accuracy": test_acc[r]} for r in range(n)]
+
+
+def _pruned_magnitudes(stack: _Stack, optimizer: torch.optim.Optimizer, r: int) -> dict[str, float]:
+    """MaskApplier.pruned_magnitudes for member row r: largest |weight|, |grad|, |state| where it is pruned."""
+    out = {"weight": 0.0, "grad": 0.0, "optimizer_state": 0.0}
+    with torch.no_grad():
+        for k, masks in stack.masks.items():
+            pruned = masks[r] == 0
+            if not bool(pruned.any()):
+                continue
+            p = stack.params[k]
+            out["weight"] = max(out["weight"], p[r][pruned].abs().max().item())
+            if p.grad is not None:
+                out["grad"] = max(out["grad"], p.grad[r][pruned].abs().max().item())
+            for value in optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    out["optimizer_state"] = max(out["optimizer_state"], value[r][pruned].abs().max().item())
+    return out

@@ -1,0 +1,271 @@
+"""Strong tickets: masks learned on FROZEN weights (no weight is ever trained), for any nn.Module.
+
+Each prunable weight w (masks.prunable) gets a score tensor s of its shape; the network is evaluated with
+`torch.func.functional_call(model, {name: w * m(s)})`, so the module's own parameters are never written
+(checked bitwise at the end of every run). Only the scores are optimised.
+
+  edge-popup (Ramanujan et al. 2020)  m = the top-k of |s| in each layer, k = the fraction of weights KEPT
+        (exactly max(1, round_half_up(k n)) per layer, ties broken by the lower flat index); the backward
+        pass is straight-through (dL/ds = dL/dm * sign(s)); scores start kaiming_uniform(a=sqrt(5)).
+  supermask (Zhou et al. 2019)  m ~ Bernoulli(sigmoid(s)) sampled at every step (straight-through:
+        dL/ds = dL/dm * sigmoid'(s)); scores start at logit(k), so k is the starting expected fraction kept;
+        evaluated and stored with the deterministic mask sigmoid(s) > 0.5.
+  large_final_same_sign (Zhou et al.)  no learning: keep, per layer, the k n largest |final| among weights
+        whose sign at init and after dense training agree; applied to the untrained network.
+
+Frozen weights are the model's own initial weights or the signed Kaiming constant sign(w) sqrt(2 / fan_in)
+(optionally / sqrt(k), edge-popup's --scale-fan). Batch norm is non-affine (weight 1, bias 0, frozen); its
+running statistics still update in training mode. The LR follows a cosine from hp.lr to 0 over
+hp.train_steps (edge-popup's schedule), after hp.warmup_steps of linear warm-up.
+
+Batches come from data.BatchOrder, so the run is a function of (seed, step) and resumes bit-identically
+from its checkpoint (scores, optimizer, buffers, RNG, evaluations).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..config import TrainingHparams
+from ..data import BatchOrder, DataSplits
+from ..errors import TicketlabError
+from ..masks import Mask, prunable
+from ..seeds import derive_seed
+from ..store import load_checkpoint, save_checkpoint
+from .evaluate import evaluate, training_loss
+from .loop import TrainResult, _result
+
+METHODS = ("edge-popup", "supermask", "lfss")
+WEIGHTS = ("own", "signed_constant")
+
+
+@dataclass(frozen=True)
+class StrongSpec:
+    method: str = "edge-popup"  # edge-popup | supermask | lfss (large_final_same_sign)
+    k: float = 0.5  # edge-popup, lfss: fraction of each layer's weights KEPT; supermask: starting keep prob.
+    weights: str = "own"  # own (the model's init) | signed_constant (sign(w) sqrt(2 / fan_in))
+    scale_fan: bool = False  # signed_constant / sqrt(k): edge-popup's --scale-fan
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise TicketlabError(f"unknown strong-ticket method {self.method!r}; choose from: {', '.join(METHODS)}")
+        if not 0 < self.k <= 1:
+            raise TicketlabError(f"k (the fraction of weights kept) must be in (0, 1], got {self.k}")
+        if self.weights not in WEIGHTS:
+            raise TicketlabError(f"unknown frozen-weight init {self.weights!r}; choose from: {', '.join(WEIGHTS)}")
+
+
+def kept_count(n: int, k: float) -> int:
+    """Weights kept of a layer of n at fraction k: round half up, at least 1, at most n."""
+    return min(n, max(1, math.floor(k * n + 0.5)))
+
+
+def topk_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """0/1 tensor (scores' dtype) with 1 at the `keep` largest scores; equal scores: the lower flat index first
+    (a stable descending sort), so the mask is a function of the values alone."""
+    flat = scores.detach().flatten()
+    order = torch.sort(flat, descending=True, stable=True).indices[:keep]
+    mask = torch.zeros_like(flat)
+    mask[order] = 1
+    return mask.view_as(scores)
+
+
+def fan_in(weight: torch.Tensor) -> int:
+    return weight[0].numel()
+
+
+def prepare_frozen(model: nn.Module, spec: StrongSpec) -> nn.Module:
+    """In place: the frozen weights of `spec` (signed constant or the model's own), non-affine batch norm,
+    every parameter requires_grad False. Returns the model."""
+    with torch.no_grad():
+        if spec.weights == "signed_constant":
+            for w in prunable(model).values():
+                scale = math.sqrt(2.0 / fan_in(w)) / (math.sqrt(spec.k) if spec.scale_fan else 1.0)
+                w.copy_(torch.sign(w) * scale)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class MaskedNet(nn.Module):
+    """`model` evaluated with w * m(score) for each prunable weight; its own parameters are never written."""
+
+    def __init__(self, model: nn.Module, spec: StrongSpec, generator: torch.Generator):
+        super().__init__()
+        self.model, self.spec = model, spec
+        self.names = list(prunable(model))
+        self.scores = nn.ParameterList()
+        for w in prunable(model).values():
+            s = torch.empty_like(w)
+            if spec.method == "edge-popup":
+                nn.init.kaiming_uniform_(s, a=math.sqrt(5), generator=generator)
+            else:
+                s.fill_(math.log(spec.k / (1 - spec.k)) if spec.k < 1 else 10.0)
+            self.scores.append(nn.Parameter(s))
+        self.sample_seed: int | None = None  # supermask: the seed of this step's Bernoulli draw (None: eval)
+
+    def masks(self, straight_through: bool = True) -> dict[str, torch.Tensor]:
+        out = {}
+        gen = None
+        if self.spec.method == "supermask" and self.sample_seed is not None:
+            gen = torch.Generator(device=self.scores[0].device).manual_seed(self.sample_seed)
+        for name, s in zip(self.names, self.scores):
+            if self.spec.method == "edge-popup":
+                a = s.abs()
+                hard = topk_mask(a, kept_count(a.numel(), self.spec.k))
+            else:
+                a = torch.sigmoid(s)
+                if gen is not None:
+                    hard = (torch.rand(a.shape, generator=gen, device=a.device) < a.detach()).to(a.dtype)
+                else:
+                    hard = (a.detach() > 0.5).to(a.dtype)
+            out[name] = hard + a - a.detach() if straight_through else hard
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = prunable(self.model)
+        m = self.masks()
+        return functional_call(self.model, {k: weights[k] * m[k] for k in self.names}, (x,))
+
+    def binary_mask(self) -> Mask:
+        with torch.no_grad():
+            sample, self.sample_seed = self.sample_seed, None
+            hard = self.masks(straight_through=False)
+            self.sample_seed = sample
+        return Mask({k: v.bool().cpu() for k, v in hard.items()})
+
+
+class _Fixed(nn.Module):
+    """`model` with a fixed binary mask applied functionally (for evaluation of lfss masks)."""
+
+    def __init__(self, model: nn.Module, mask: Mask):
+        super().__init__()
+        self.model = model
+        self.mask = {k: v.to(p.device, p.dtype) for (k, p), v in zip(prunable(model).items(), mask.tensors.values())}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = prunable(self.model)
+        return functional_call(self.model, {k: weights[k] * self.mask[k] for k in self.mask}, (x,))
+
+
+def large_final_same_sign(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor], k: float) -> Mask:
+    """Zhou et al.'s mask: per layer, the kept_count(n, k) largest |final| among weights whose sign at init and
+    at the end agree (fewer if fewer agree); ties by the lower flat index."""
+    out = {}
+    for name, w0 in init.items():
+        wf = final[name].to(w0.device)
+        same = torch.sign(w0) == torch.sign(wf)
+        keep = min(kept_count(w0.numel(), k), int(same.sum()))
+        score = torch.where(same, wf.abs().double(), torch.tensor(-1.0, dtype=torch.float64, device=w0.device))
+        out[name] = topk_mask(score, keep).bool().cpu() if keep else torch.zeros_like(w0, dtype=torch.bool).cpu()
+    return Mask(out)
+
+
+def evaluate_fixed(model: nn.Module, mask: Mask, data: DataSplits) -> TrainResult:
+    """One evaluation row (step 0) of `model` under `mask`, weights untouched."""
+    net = _Fixed(model, mask)
+    val_loss, val_acc = evaluate(net, data.val_x, data.val_y)
+    test_loss, test_acc = evaluate(net, data.test_x, data.test_y)
+    row = {"step": 0, "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc}
+    return _result([row])
+
+
+def cosine_lr(hp: TrainingHparams, step: int) -> float:
+    lr = 0.5 * hp.lr * (1 + math.cos(math.pi * step / hp.train_steps))
+    if hp.warmup_steps:
+        lr *= min(1.0, (step + 1) / hp.warmup_steps)
+    return lr
+
+
+def _optimizer(params: list[nn.Parameter], hp: TrainingHparams) -> torch.optim.Optimizer:
+    if hp.optimizer == "adam":
+        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+                           weight_decay=hp.weight_decay)
+
+
+@dataclass
+class Learned:
+    mask: Mask
+    result: TrainResult
+    weights_changed: list[str]  # names of module parameters that differ bitwise from before: must be []
+    buffers: dict[str, torch.Tensor]  # the model's state after learning (BN running statistics updated)
+
+
+def learn_mask(model: nn.Module, data: DataSplits, hp: TrainingHparams, spec: StrongSpec, *, seed: int,
+               checkpoint: Path | None = None, checkpoint_every: int = 1000,
+               progress: Callable[[int, int], None] | None = None) -> Learned:
+    """Learn an edge-popup or supermask mask on `model`'s frozen weights (prepare_frozen first). `seed` drives
+    the score init, batch order and Bernoulli draws. Raises RuntimeError if any weight changed."""
+    spec.check()
+    if spec.method not in ("edge-popup", "supermask"):
+        raise TicketlabError(f"{spec.method} is not learned: use large_final_same_sign")
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    device = data.train_x.device
+    net = MaskedNet(model, spec, torch.Generator().manual_seed(derive_seed(seed, "scores"))).to(device)
+    optimizer = _optimizer(list(net.scores), hp)
+    order = BatchOrder(len(data.train_x), hp.batch_size, seed, device)
+    torch.manual_seed(seed)  # dropout
+    step, evals = 0, []
+    state = load_checkpoint(checkpoint) if checkpoint else None
+    if state is not None:
+        with torch.no_grad():
+            for s, saved in zip(net.scores, state["scores"]):
+                s.copy_(saved)
+            for name, b in model.named_buffers():
+                b.copy_(state["buffers"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        step, evals = state["step"], state["evals"]
+    last_saved = step
+    net.train()
+    while True:
+        if (step % hp.eval_every == 0 or step == hp.train_steps) and not (evals and evals[-1]["step"] == step):
+            net.sample_seed = None
+            val_loss, val_acc = evaluate(net, data.val_x, data.val_y)
+            test_loss, test_acc = evaluate(net, data.test_x, data.test_y)
+            evals.append({"step": step, "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss,
+                          "test_accuracy": test_acc})
+            if checkpoint and step - last_saved >= checkpoint_every and step < hp.train_steps:
+                save_checkpoint(checkpoint, {"scores": [s.detach().clone() for s in net.scores],
+                                             "buffers": {k: v.clone() for k, v in model.named_buffers()},
+                                             "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                                             "step": step, "evals": evals})
+                last_saved = step
+        if step == hp.train_steps:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(hp, step)
+        idx = order.indices(step)
+        net.sample_seed = seed * 1_000_003 + step if spec.method == "supermask" else None
+        loss = training_loss(hp.loss, net(data.train_x[idx]), data.train_y[idx])
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if progress:
+            progress(step, hp.train_steps)
+    net.sample_seed = None
+    changed = [k for k, v in model.named_parameters() if not torch.equal(v.detach(), before[k])]
+    if changed:
+        raise RuntimeError(f"frozen weights changed while learning a mask: {changed}")
+    return Learned(net.binary_mask(), _result(evals), changed, {k: v.detach().clone() for k, v in
+                                                                 model.state_dict().items()})
+
+
+def summary_of(result: TrainResult) -> dict[str, Any]:
+    """TrainResult.summary plus the test losses (regression tasks have no accuracy)."""
+    es = result.early_stop
+    return {**result.summary(), "early_stop_test_loss": es["test_loss"] if es else None,
+            "final_test_loss": result.final["test_loss"]}

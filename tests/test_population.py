@@ -1,0 +1,209 @@
+"""Populations (training/population.py) and the grouping executor (executors/population.py): each member's
+results are its separate run's, masks stay exact, folders equal the serial executor's, a killed population
+resumes bit-identically, and auto never picks the stacked path on a CPU."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import small_config
+from ticketlab import run_study
+from ticketlab.errors import TicketlabError
+from ticketlab.executors import PopulationExecutor, SerialExecutor, make_executor, parse_population
+from ticketlab.executors.population import _Fiber, population_wanted
+from ticketlab.experiments.study import StudyPlan, parse_controls
+from ticketlab.jobs import Job, RunOptions, Runtime
+from ticketlab.masks import Mask
+from ticketlab.models import build_model
+from ticketlab.store import load_checkpoint
+from ticketlab.training.loop import Checkpointing, Diverged, Hooks, train
+from ticketlab.training.population import Member, eligible, signature, train_population
+
+TRAINING = {"train_steps": 120, "eval_every": 20, "test_every": 40, "lr": 5e-3}
+
+
+def _members(data, config, n=3, density=0.5):
+    """n fresh models (seed i), member 0 dense, the others random masks at `density`, weights masked."""
+    out = []
+    for i in range(n):
+        model = build_model(config.model, data.input_shape, data.num_classes, i)
+        mask = Mask.ones(model)
+        if i:
+            g = torch.Generator().manual_seed(100 + i)
+            mask = Mask({k: torch.rand(v.shape, generator=g) < density for k, v in mask.tensors.items()})
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                if k in mask.keys():
+                    p.mul_(mask[k])
+        out.append((model, mask, 7 + i))
+    return out
+
+
+def test_population_of_three_equals_separate_runs(synthetic):
+    config = small_config(training=TRAINING)
+    trio = _members(synthetic, config)
+    separate = []
+    for model, mask, seed in trio:
+        m = copy.deepcopy(model)
+        separate.append((m, train(m, synthetic, config.training, mask, data_seed=seed)))
+    members = [Member(copy.deepcopy(model), mask, seed) for model, mask, seed in trio]
+    results = train_population(members, synthetic, config.training)
+    for (alone, expected), member, got, (_, mask, _) in zip(separate, members, results, trio):
+        a, b = alone.state_dict(), member.model.state_dict()
+        assert set(a) == set(b)
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+            if k in mask.keys():  # exact masks: pruned weights are exactly 0, survivors mostly not
+                assert bool((b[k][~mask[k]] == 0).all())
+        assert got.early_stop["step"] == expected.early_stop["step"]
+        assert [e["step"] for e in got.evals] == [e["step"] for e in expected.evals]
+        for ge, ee in zip(got.evals, expected.evals):
+            assert ge["val_loss"] == pytest.approx(ee["val_loss"], rel=1e-4)
+            assert (ge["test_loss"] is None) == (ee["test_loss"] is None)
+        assert got.summary()["final_test_accuracy"] == pytest.approx(expected.summary()["final_test_accuracy"],
+                                                                     abs=2e-3)
+        assert got.checks == {"weight": 0.0, "grad": 0.0, "optimizer_state": 0.0}
+
+
+def test_diverged_member_leaves_and_others_continue(synthetic):
+    config = small_config(training=TRAINING)
+    trio = _members(synthetic, config)
+    members = [Member(copy.deepcopy(model), mask, seed) for model, mask, seed in trio]
+    with torch.no_grad():
+        members[1].model.out.weight[0, 0] = float("nan")  # member 1's loss is NaN from step 0
+    alone = copy.deepcopy(members[2].model)
+    expected = train(alone, synthetic, config.training, trio[2][1], data_seed=trio[2][2])
+    results = train_population(members, synthetic, config.training)
+    assert isinstance(results[1], Diverged) and results[1].step == 0
+    assert not isinstance(results[0], Diverged)
+    assert results[2].early_stop["step"] == expected.early_stop["step"]
+    torch.testing.assert_close(members[2].model.out.weight, alone.out.weight, rtol=1e-4, atol=1e-5)
+
+
+def test_killed_population_resumes_bit_identically(synthetic, tmp_path):
+    config = small_config(training=TRAINING)
+    trio = _members(synthetic, config)
+
+    def run(steps, folder, resume=False):
+        hp = config.training if steps is None else type(config.training)(**{**config.training.__dict__,
+                                                                              "train_steps": steps})
+        members = []
+        for i, (model, mask, seed) in enumerate(trio):
+            ck = Checkpointing(tmp_path / folder / f"m{i}.pt", every=20)
+            members.append(Member(copy.deepcopy(model), mask, seed, ck, state=load_checkpoint(ck.path) if resume
+                                  else None))
+        return members, train_population(members, synthetic, hp)
+
+    whole, whole_results = run(None, "whole")
+    # "killed" at step 60: the checkpoints written then are those of an interrupted run of the whole schedule
+    run(None, "killed")  # writes checkpoints at 20, 40, ... 100
+    for i in range(3):
+        state = load_checkpoint(tmp_path / "killed" / f"m{i}.pt")
+        assert state["step"] == 100 and set(state["optimizer"]) == {"state", "param_groups"}
+    resumed, resumed_results = run(None, "killed", resume=True)
+    for a, b, ra, rb in zip(whole, resumed, whole_results, resumed_results):
+        for k, v in a.model.state_dict().items():
+            assert torch.equal(v, b.model.state_dict()[k])
+        assert ra.evals == rb.evals
+    # a member's checkpoint is the loop's: a single run resumes it and ends where the population ended
+    single = copy.deepcopy(trio[1][0])
+    train(single, synthetic, config.training, trio[1][1], data_seed=trio[1][2],
+          checkpoint=Checkpointing(tmp_path / "killed" / "m1.pt", 20))
+    torch.testing.assert_close(single.out.weight, whole[1].model.out.weight, rtol=1e-4, atol=1e-5)
+
+
+def _tree(root: Path) -> dict[str, dict]:
+    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in root.rglob("summary.json")}
+
+
+def test_grouping_executor_folders_equal_the_serial_executors(synthetic, tmp_path):
+    config = small_config(training={"train_steps": 60, "eval_every": 20}, lottery={"levels": 1})
+    plan = StudyPlan(config, replicates=2, controls=tuple(parse_controls("random_prune")))
+    run_study(plan, root=tmp_path / "serial", data=synthetic, population="off")
+    run_study(plan, root=tmp_path / "pop", data=synthetic, population=8)
+    files = {str(p.relative_to(tmp_path / "serial")) for p in (tmp_path / "serial").rglob("*") if p.is_file()}
+    assert files == {str(p.relative_to(tmp_path / "pop")) for p in (tmp_path / "pop").rglob("*") if p.is_file()}
+    serial, pop = _tree(tmp_path / "serial"), _tree(tmp_path / "pop")
+    assert len(serial) == 6  # 2 dense, 2 level 1, 2 controls
+    for key, s in serial.items():
+        p = pop[key]
+        assert p["status"] == s["status"] == "ok" and p["layer_counts"] == s["layer_counts"]
+        assert p["early_stop_step"] == s["early_stop_step"]
+        assert p["final_test_accuracy"] == pytest.approx(s["final_test_accuracy"], abs=3e-3)
+        assert set(p["files"]) == set(s["files"])
+    # a rerun reads every job back: nothing trains again
+    again = run_study(plan, root=tmp_path / "pop", data=synthetic, population=8)
+    assert again.replicates[0]["levels"][1] == pop[next(k for k in pop if "level_1/summary" in k and "seed_0" in k)]
+
+
+def test_grouping_key_separates_recipes_and_architectures(synthetic, tmp_path):
+    a = small_config(training=TRAINING)
+    b = small_config(training={**TRAINING, "lr": 1e-3})
+    model = build_model(a.model, synthetic.input_shape, synthetic.num_classes, 0)
+    wider = build_model(small_config(model={"name": "mlp_48_16"}).model, synthetic.input_shape,
+                        synthetic.num_classes, 0)
+    assert signature(model) == signature(build_model(a.model, synthetic.input_shape, synthetic.num_classes, 1))
+    assert signature(model) != signature(wider)
+    assert repr(a.training) != repr(b.training)
+    # the executor's key: parked requests with other recipes fall in other groups
+    ex = PopulationExecutor(size=8, log=False)
+    keys = [_capture_key(ex, model, synthetic, hp) for hp in (a.training, b.training, a.training)]
+    keys.append(_capture_key(ex, model, synthetic, a.training, start_step=20))
+    assert keys[0] == keys[2] and len({keys[0], keys[1], keys[3]}) == 3
+    assert eligible(model, a.training, Hooks(at_step={0: lambda m: None})) == "training hooks"
+    assert eligible(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)), a.training, None) == "dropout"
+    assert eligible(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), a.training, None) == "batch norm"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _capture_key(ex, model, data, hp, start_step=0):
+    """The executor's trainer for one request, the hand-over to the executor's thread stubbed out: its key."""
+    fiber = _Fiber(Job("dense", "x"))
+    seen = {}
+
+    def stop():
+        seen["key"] = fiber.request.key
+        raise _Stop
+
+    fiber.go.wait = stop
+    with pytest.raises(_Stop):
+        ex._park(fiber, (model, data, hp, Mask.ones(model)), {"data_seed": 0, "start_step": start_step})
+    return seen["key"]
+
+
+def test_auto_never_picks_the_stacked_path_on_a_cpu(tmp_path):
+    assert parse_population("auto") == "auto" and parse_population("off") == "off"
+    assert parse_population("1") == "off" and parse_population(16) == 16
+    for bad in ("0", "-3", "many", "2000"):
+        with pytest.raises(TicketlabError, match="--population"):
+            parse_population(bad)
+    assert not population_wanted("auto", "cpu")  # measured ~1.0x on CPUs (bench/population.py): serial path
+    assert population_wanted(4, "cpu") and not population_wanted("off", "cuda")
+    runtime = Runtime(RunOptions(root=str(tmp_path)))
+    assert isinstance(make_executor("local", 1, None, runtime, "auto"), SerialExecutor)
+    assert isinstance(make_executor("local", 4, None, runtime, 4), PopulationExecutor)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_population_equals_separate_runs(synthetic):
+    config = small_config(training=TRAINING)
+    data = synthetic.to(torch.device("cuda"))
+    trio = [(m.cuda(), mask, seed) for m, mask, seed in _members(data, config)]
+    separate = []
+    for model, mask, seed in trio:
+        m = copy.deepcopy(model)
+        separate.append((m, train(m, data, config.training, mask, data_seed=seed)))
+    members = [Member(copy.deepcopy(model), mask, seed) for model, mask, seed in trio]
+    results = train_population(members, data, config.training)
+    for (alone, expected), member, got in zip(separate, members, results):
+        assert got.early_stop["step"] == expected.early_stop["step"]
+        torch.testing.assert_close(member.model.out.weight, alone.out.weight, rtol=1e-3, atol=1e-4)

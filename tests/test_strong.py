@@ -1,0 +1,154 @@
+"""Strong tickets: edge-popup's exact per-layer top-k, frozen weights (bitwise), the straight-through gradient,
+supermasks, large_final_same_sign, resume, and the `strong` command end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ticketlab.cli import main
+from ticketlab.config import TrainingHparams
+from ticketlab.data import DataSplits
+from ticketlab.masks import prunable
+from ticketlab.training.supermask import (MaskedNet, StrongSpec, kept_count, large_final_same_sign, learn_mask,
+                                          prepare_frozen, topk_mask)
+
+
+def _data(n: int = 256, d: int = 8, classes: int = 3, seed: int = 0) -> DataSplits:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+    return DataSplits(x[:160], y[:160], x[160:200], y[160:200], x[200:], y[200:], num_classes=classes)
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+HP = TrainingHparams(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=32, train_steps=30,
+                     eval_every=10)
+
+
+def test_kept_count_rounds_half_up_and_keeps_one():
+    assert kept_count(10, 0.25) == 3 and kept_count(10, 0.24) == 2 and kept_count(1000, 0.0001) == 1
+    assert kept_count(7, 1.0) == 7
+
+
+def test_topk_keeps_exactly_k_and_breaks_ties_by_lower_index():
+    scores = torch.tensor([[1.0, 3.0, 3.0], [3.0, 0.5, 2.0]])
+    m = topk_mask(scores, 2)
+    assert m.tolist() == [[0, 1, 1], [0, 0, 0]]  # three 3.0s: the two lowest flat indices win
+    assert int(topk_mask(scores, 4).sum()) == 4
+
+
+def test_edge_popup_mask_keeps_exactly_k_per_layer():
+    model = prepare_frozen(_bn_net(), StrongSpec(k=0.3))
+    net = MaskedNet(model, StrongSpec(k=0.3), torch.Generator().manual_seed(0))
+    mask = net.binary_mask()
+    for name, p in prunable(model).items():
+        assert mask.counts()[name] == kept_count(p.numel(), 0.3) == math.floor(0.3 * p.numel() + 0.5)
+
+
+def test_straight_through_gradient_reaches_every_score():
+    model = prepare_frozen(_bn_net(), StrongSpec(k=0.5))
+    net = MaskedNet(model, StrongSpec(k=0.5), torch.Generator().manual_seed(0))
+    data = _data()
+    nn.functional.cross_entropy(net(data.train_x), data.train_y).backward()
+    mask = net.binary_mask()
+    for s, name in zip(net.scores, net.names):
+        assert s.grad is not None
+        pruned = ~mask[name]
+        assert bool((s.grad[pruned] != 0).any())  # pruned weights' scores learn too (straight-through)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_edge_popup_never_changes_a_weight_and_updates_bn_statistics():
+    model = prepare_frozen(_bn_net(), StrongSpec(k=0.5))
+    bn = model[1]
+    assert bool((bn.weight == 1).all()) and bool((bn.bias == 0).all())  # non-affine
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    stats = bn.running_mean.clone()
+    learned = learn_mask(model, _data(), HP, StrongSpec(k=0.5), seed=3)
+    assert learned.weights_changed == []
+    assert all(torch.equal(v, before[k]) for k, v in model.named_parameters())  # bitwise
+    assert not torch.equal(bn.running_mean, stats)
+    assert learned.result.final["step"] == 30 and 0 <= learned.result.final["test_accuracy"] <= 1
+
+
+def test_signed_constant_keeps_signs_at_the_kaiming_constant():
+    model = _bn_net()
+    signs = torch.sign(model[0].weight.detach().clone())
+    prepare_frozen(model, StrongSpec(weights="signed_constant", k=0.25, scale_fan=True))
+    w = model[0].weight
+    assert torch.equal(torch.sign(w), signs)
+    assert torch.allclose(w.abs(), torch.full_like(w, math.sqrt(2 / 8) / math.sqrt(0.25)))
+
+
+def test_supermask_learns_a_binary_mask_without_moving_weights():
+    model = prepare_frozen(_bn_net(), StrongSpec("supermask", k=0.5))
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    learned = learn_mask(model, _data(), HP, StrongSpec("supermask", k=0.5), seed=0)
+    assert all(torch.equal(v, before[k]) for k, v in model.named_parameters())
+    assert 0 < learned.mask.density() < 1
+
+
+def test_large_final_same_sign_on_hand_made_weights():
+    init = {"w": torch.tensor([[1.0, -1.0, 1.0, -1.0]])}
+    final = {"w": torch.tensor([[5.0, 4.0, 0.5, -3.0]])}  # signs kept at 0, 2, 3; flipped at 1
+    mask = large_final_same_sign(init, final, 0.5)
+    assert mask["w"].tolist() == [[True, False, False, True]]  # |5| and |-3|: the largest same-sign ones
+
+
+def test_resume_from_a_checkpoint_is_identical(tmp_path):
+    spec = StrongSpec(k=0.4)
+    ref = learn_mask(prepare_frozen(_bn_net(), spec), _data(), HP, spec, seed=5)
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: int, total: int) -> None:
+        if step == 25:
+            raise Killed
+
+    with pytest.raises(Killed):
+        learn_mask(prepare_frozen(_bn_net(), spec), _data(), HP, spec, seed=5, checkpoint=tmp_path / "c.pt",
+                   checkpoint_every=10, progress=kill)
+    assert (tmp_path / "c.pt").is_file()
+    again = learn_mask(prepare_frozen(_bn_net(), spec), _data(), HP, spec, seed=5, checkpoint=tmp_path / "c.pt",
+                       checkpoint_every=10)
+    assert all(torch.equal(ref.mask[k], again.mask[k]) for k in ref.mask.keys())
+    assert ref.result.evals == again.result.evals
+
+
+SMALL = ["--dataset", "synthetic", "--model", "mlp_32_16", "--val-size", "500", "--train-steps", "60",
+         "--eval-every", "30", "--batch-size", "32", "--threads", "1", "--workers", "1", "--quiet"]
+
+
+def test_strong_command_end_to_end_with_export_and_report(tmp_path, capsys):
+    runs, rep = tmp_path / "runs", tmp_path / "rep"
+    assert main(["strong", *SMALL, "--k", "0.3,0.6", "--weights", "signed_constant", "--out", str(runs),
+                 "--report-dir", str(rep), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    rows = table["rows"]
+    assert sorted(r["k"] for r in rows) == [0.3, 0.6]
+    assert all(0.05 < r["final_test_accuracy"] <= 1 for r in rows)
+    assert (rep / "accuracy_vs_k.png").stat().st_size > 0
+    job = Path(rows[0]["job_dir"])
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["checks"]["weights_changed"] == [] and summary["checks"]["counts_as_requested"]
+    from ticketlab.store import load_weights
+    assert all(torch.equal(a, b) for a, b in zip(load_weights(job / "init.safetensors").values(),
+                                                 load_weights(job / "final.safetensors").values()))
+    assert main(["export", str(job.parent), "--level", "0", "--format", "safetensors",
+                 "--out", str(tmp_path / "ticket.safetensors")]) == 0
+    assert main(["report", str(job.parent.parent), "--out", str(tmp_path / "report")]) == 0
+    # a second run reads everything back
+    assert main(["strong", *SMALL, "--k", "0.3,0.6", "--weights", "signed_constant", "--out", str(runs),
+                 "--report-dir", str(rep)]) == 0
+    assert "done:" not in capsys.readouterr().err
