@@ -2,9 +2,9 @@
 
 From the state at step k of the dense trajectory, two copies train to the end with different data orders.
 For level L > 0 the state is masked by the subnetwork that IMP *with rewinding to k* found at level L (Frankle
-et al. 2020, section 5): level L of the lottery experiment whose lottery.rewind_step is k (weight rewinding,
-whatever retraining the study's config names), so a sweep over k uses one IMP run per k, and the copies
-of (k, L) live under that run's level L. Level 0 is the dense network. Along the straight line between their final weights
+et al. 2020, section 5): level L of the lottery experiment whose lottery.rewind_step is k (with the retraining
+the study's config names: the default, weight rewinding, is the paper's), so a sweep over k uses one IMP run per
+k, and the copies of (k, L) live under that run's level L. Level 0 is the dense network. Along the straight line between their final weights
 (`points` evenly spaced alphas, ends included) we measure classification error on training and test
 examples; the error barrier is the largest error on the line minus the mean of the two ends' errors. A
 state is stable when the test barrier is below `threshold` (2% in the paper). Pruned weights are 0 in both
@@ -69,10 +69,11 @@ class StabilitySpec:
 
 
 def rewound_to(rep: Replicate, step: int, runtime: Runtime) -> Replicate:
-    """The replicate of IMP with weight rewinding to `step` on `rep`'s dense run (the same seed, data, model,
-    training and pruning): where the level-L mask of a stability analysis at k = `step` comes from. Resolving
-    it records its experiment (config.json) and links its level 0 to the shared dense run."""
-    lottery = dataclasses.replace(rep.config.lottery, rewind_step=step, retrain="rewind", finetune_lr=None)
+    """The replicate of IMP with rewinding to `step` on `rep`'s dense run (the same seed, data, model, training,
+    pruning and retraining mode: a mode the user chose is never swapped silently for the paper's): where the
+    level-L mask of a stability analysis at k = `step` comes from. Resolving it records its experiment
+    (config.json) and links its level 0 to the shared dense run."""
+    lottery = dataclasses.replace(rep.config.lottery, rewind_step=step)
     if rep.lottery is not None and lottery == rep.config.lottery:
         return rep
     config = dataclasses.replace(rep.config, kind="lottery", lottery=lottery)
