@@ -74,6 +74,11 @@ def time_population(n: int, steps: int, x: torch.Tensor, y: torch.Tensor, device
         opt.step()
         _apply(stack, grads=False)
 
+    return _seconds_per_step(step, steps, device)
+
+
+def _seconds_per_step(step, steps: int, device: torch.device) -> float:  # noqa: ANN001
+    """Wall seconds per call of `step` after 3 warm-up calls (device work included)."""
     for _ in range(3):
         step()
     _sync(device)
@@ -103,14 +108,7 @@ def time_plain(steps: int, x: torch.Tensor, y: torch.Tensor, device: torch.devic
         with torch.no_grad():
             torch._foreach_mul_(params, masks)
 
-    for _ in range(3):
-        step()
-    _sync(device)
-    began = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return (time.perf_counter() - began) / steps
+    return _seconds_per_step(step, steps, device)
 
 
 def sizes(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> list[dict]:

@@ -406,6 +406,16 @@ def _warn_checks(replicates: dict[int, dict[str, Any]]) -> None:
                              "left out and nothing is built on them; rerun with a lower --lr")
 
 
+def _print_report(files: dict[str, Path], as_json: bool, cut: str) -> None:
+    """A report's JSON, or the head of its Markdown (up to `cut`) and the files written."""
+    if as_json:
+        print(files["json"].read_text())
+        return
+    print(files["md"].read_text().split(cut)[0].strip())
+    for kind, path in files.items():
+        print(f"{kind}: {path}")
+
+
 def report(args: argparse.Namespace) -> int:
     from .report.aggregate import experiment_dirs
     from .report.html import write_report
@@ -542,12 +552,7 @@ def compare(args: argparse.Namespace) -> int:
                          workers=_workers(args.workers, True), **_run_options(args))
     title = f"{', '.join(methods)} on {config.model.name} / {config.dataset.name}"
     files = write_report(result, out, title, chance=1 / dataset_info(config.dataset.name).num_classes)
-    if args.json:
-        print(files["json"].read_text())
-    else:
-        print(files["md"].read_text().split("\n## ")[0].strip())
-        for kind, path in files.items():
-            print(f"{kind}: {path}")
+    _print_report(files, args.json, cut="\n## ")
     return 0
 
 
@@ -573,12 +578,7 @@ def sweep(args: argparse.Namespace) -> int:
                        workers=_workers(args.workers, True), **_run_options(args))
     title = f"Sweep of {config.model.name} on {config.dataset.name} over {', '.join(over)}"
     files = write_report(result, out, title, tolerance=args.tolerance)
-    if args.json:
-        print(files["json"].read_text())
-    else:
-        print(files["md"].read_text().split("\n![")[0].strip())
-        for kind, path in files.items():
-            print(f"{kind}: {path}")
+    _print_report(files, args.json, cut="\n![")
     bad = [r for r in result.rows if r["status"] == "diverged"]
     if bad:
         raise TicketlabError(f"{len(bad)} job(s) diverged: left out of the report; rerun with a lower --lr")
@@ -661,12 +661,7 @@ def strong(args: argparse.Namespace) -> int:
     files = write_report(result.rows, out, f"{args.method} on {config.model.name} / {config.dataset.name} "
                          f"(weights {args.weights}{', scale-fan' if args.scale_fan else ''})",
                          None if info.regression else 1 / info.num_classes)
-    if args.json:
-        print(files["json"].read_text())
-    else:
-        print(files["md"].read_text().split("![")[0].strip())
-        for kind, path in files.items():
-            print(f"{kind}: {path}")
+    _print_report(files, args.json, cut="![")
     return 0
 
 
@@ -709,12 +704,7 @@ def seek(args: argparse.Namespace) -> int:
     result = run_seek(config, methods, densities, replicates=args.replicates, workers=_workers(args.workers, True),
                       **_run_options(args))
     files = write_report(result, out, f"Plant 'n' Seek: {args.task}, depth {args.depth}, width {int(width)}")
-    if args.json:
-        print(files["json"].read_text())
-    else:
-        print(files["md"].read_text().split("![")[0].strip())
-        for kind, path in files.items():
-            print(f"{kind}: {path}")
+    _print_report(files, args.json, cut="![")
     return 0
 
 

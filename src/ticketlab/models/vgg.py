@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ..config import ModelHparams
 from .memory import channels_last_if_wide
+from .resnet import PRESET as RESNET_PRESET
 
 PLANS: dict[int, list[int | str]] = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -81,13 +82,8 @@ NAME = re.compile(r"(?:cifar_vgg_|vgg)(\d+)")
 # OpenLTH `cifar_vgg_16` defaults (REFERENCE.md 2.1): as cifar_resnet_20 (SGD 0.1, momentum 0.9, wd 1e-4, batch
 # 128, x0.1 at 80 and 120 of 160 epochs, flip + crop, kaiming_normal, U[0, 1] BN scales), global IMP at 20%
 # per level over the conv weights: the output layer `fc.weight` is never pruned.
-PRESET: dict[str, dict[str, Any]] = {
-    "dataset": {"augment": "flip_crop"},
-    "model": {"init": "kaiming_normal"},
-    "training": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 128,
-                 "train_steps": "160ep", "milestones": ["80ep", "120ep"], "gamma": 0.1, "eval_every": "1ep"},
-    "pruning": {"strategy": "global", "rate": 0.2, "ignore": ["fc.weight"]},
-}
+PRESET: dict[str, dict[str, Any]] = {**RESNET_PRESET,
+                                     "pruning": {**RESNET_PRESET["pruning"], "ignore": ["fc.weight"]}}
 
 
 def build(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
