@@ -587,10 +587,6 @@ def sweep(args: argparse.Namespace) -> int:
 
 # ---- Strong tickets and planted tickets (experiments/strong.py, experiments/seek.py) -----------------------
 
-STRONG_RECIPE = {"training": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
-                              "batch_size": 128}}  # edge-popup's (REFERENCE.md 5.2); flags and --config win
-
-
 def _add_strong_parsers(sub: Any) -> None:
     sp = sub.add_parser("strong", help="strong tickets: a mask learned on frozen random weights (edge-popup, "
                         "supermask) or Zhou et al.'s large_final_same_sign mask on the untrained network")
@@ -637,7 +633,7 @@ def _floats(text: str, flag: str) -> list[float]:
 
 def strong(args: argparse.Namespace) -> int:
     from .data import dataset_info
-    from .experiments.strong import run_strong
+    from .experiments.strong import RECIPES, run_strong
     from .report.html import check_report_dir
     from .report.strong import write_report
 
@@ -649,7 +645,7 @@ def strong(args: argparse.Namespace) -> int:
             flags.setdefault(section, {})[key] = getattr(args, flag)
     model = flags.get("model", {}).get("name") or layers.get("model", {}).get("name") or "lenet_300_100"
     from .models import preset_for
-    recipe = STRONG_RECIPE if args.method == "edge-popup" else {}  # supermask, lfss: the model's own recipe
+    recipe = RECIPES[args.method]  # the method's own (experiments/strong.py); flags and --config win
     config = build_config(merge(preset_for(str(model)), recipe, layers, flags))
     ks = _floats(args.k, "--k")
     _check_replicates(args.replicates)

@@ -38,6 +38,18 @@ from .plan import Replicate, dense_experiment, provenance, relative, resolve
 from .study import check_before_planning, execute_all, options
 
 
+# Each method's own recipe, layered between the model's preset and the user's settings (`ticketlab strong`):
+# edge-popup's (REFERENCE.md 5.2: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, cosine LR), Zhou et al.'s learned
+# Bernoulli supermask (REFERENCE.md 5.1: SGD at LR 100 on the mask logits: their gradients pass through
+# sigmoid' <= 1/4 and are tiny, so the usual LRs barely move them). lfss trains the dense network: the
+# model's own recipe.
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "edge-popup": {"training": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
+                                "batch_size": 128}},
+    "supermask": {"training": {"optimizer": "sgd", "lr": 100.0, "momentum": 0.9, "batch_size": 128}},
+    "lfss": {},
+}
+
 @dataclass
 class StrongResult:
     rows: list[dict[str, Any]]  # one per (k, seed): method, k, seed, density, accuracies, losses, job_dir
