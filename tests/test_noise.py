@@ -133,3 +133,17 @@ def test_width_multiplies_hidden_widths_and_parameter_counts_as_computed_by_hand
     assert [l.out_features for l in conv.hidden] == [64, 64]
     with pytest.raises(TicketlabError, match="width"):
         small_config(model={"width": 0})
+
+
+def test_tensors_given_in_place_of_a_data_set_get_its_subsample_and_noise_too(synthetic, tmp_path):
+    from ticketlab.experiments.study import StudyPlan, run_study
+
+    config = small_config(kind="train", dataset={"subsample": 1000, "label_noise": 0.2},
+                          training={"train_steps": 20, "eval_every": 10}, lottery={"levels": 0})
+    given = run_study(StudyPlan(config), data=synthetic, root=tmp_path / "given")
+    loaded = run_study(StudyPlan(config), root=tmp_path / "loaded")
+    for result in (given, loaded):
+        (level,) = result.replicates[0]["levels"]
+        assert level["train_labels_changed"] == 200  # round(0.2 * 1000) of the 1,000 kept, as when loaded by name
+    assert given.replicates[0]["levels"][0]["final_test_accuracy"] == loaded.replicates[0]["levels"][0][
+        "final_test_accuracy"]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import DatasetHparams, RunConfig
-from .data import DataSplits, load_dataset, with_augment
+from .data import DataSplits, load_dataset, with_settings
 from .errors import TicketlabError
 from .masks import prunable
 from .models import build_model
@@ -104,9 +104,9 @@ class Runtime:
         self._data: dict[tuple[DatasetHparams, str | None], DataSplits] = {}
 
     def add_data(self, hp: DatasetHparams, data: DataSplits) -> None:
-        """Use `data` (e.g. a user's own tensors) wherever a job asks for the data set `hp`, with hp.augment."""
-        if data.augment is None and hp.augment != "none":
-            data = with_augment(data, hp)
+        """Use `data` (e.g. a user's own tensors) wherever a job asks for the data set `hp`, with hp's subsample,
+        label noise and augmentation applied (data.with_settings), as they are to files read by name."""
+        data = with_settings(data, hp)
         self._data[(hp, self.options.data_dir)] = data.to(self.device)
 
     def data(self, hp: DatasetHparams, fingerprint: str | None = None) -> DataSplits:

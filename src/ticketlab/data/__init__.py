@@ -119,6 +119,17 @@ def load_dataset(hp: DatasetHparams, data_dir: str | Path | None = None, downloa
                                                test_y, num_classes=info.num_classes, _fingerprint=fingerprint), hp), hp)
 
 
+def with_settings(data: DataSplits, hp: DatasetHparams) -> DataSplits:
+    """Tensors given in place of the data set `hp` names (a user's own, already split), with hp's settings
+    applied as load_dataset applies them to loaded files: subsample, then label noise on the training labels,
+    then augmentation. Without those settings the tensors are used as given."""
+    if data.train_y_clean is None and (hp.subsample or hp.label_noise > 0):
+        keep = noise.subsample(torch.arange(len(data.train_x), device=data.train_x.device), hp)
+        data = noise.apply(dataclasses.replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep],
+                                               _fingerprint=None), hp)
+    return with_augment(data, hp) if data.augment is None and hp.augment != "none" else data
+
+
 def with_augment(data: DataSplits, hp: DatasetHparams) -> DataSplits:
     """`data` with hp.augment attached (padding in the registry's normalisation of hp.name, if it knows it)."""
     info = DATASETS.get(hp.name)
