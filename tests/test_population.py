@@ -5,6 +5,7 @@ resumes bit-identically, and auto never picks the stacked path on a CPU."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -158,7 +159,8 @@ def test_grouping_key_separates_recipes_and_architectures(synthetic, tmp_path):
     assert keys[0] == keys[2] and len({keys[0], keys[1], keys[3]}) == 3
     assert eligible(model, a.training, Hooks(at_step={0: lambda m: None})) == "training hooks"
     assert eligible(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)), a.training, None) == "dropout"
-    assert eligible(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), a.training, None) == "batch norm"
+    assert eligible(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), a.training, None) is None  # per member
+    assert eligible(model, dataclasses.replace(a.training, loss="mse"), None) == "loss 'mse'"
 
 
 class _Stop(Exception):
@@ -207,3 +209,39 @@ def test_cuda_population_equals_separate_runs(synthetic):
     for (alone, expected), member, got in zip(separate, members, results):
         assert got.early_stop["step"] == expected.early_stop["step"]
         torch.testing.assert_close(member.model.out.weight, alone.out.weight, rtol=1e-3, atol=1e-4)
+
+
+def test_batch_norm_and_augmentation_are_per_member(synthetic):
+    """A conv net with batch norm, trained with flip-and-crop: each member equals its own run, running
+    statistics included (they are stacked buffers the vmapped forward pass updates row by row)."""
+    from ticketlab.config import DatasetHparams
+    from ticketlab.data import DataSplits, with_augment
+
+    g = torch.Generator().manual_seed(0)
+    images = DataSplits(torch.randn(256, 1, 8, 8, generator=g), torch.randint(0, 3, (256,), generator=g),
+                        torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 3, (64,), generator=g),
+                        torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 3, (64,), generator=g), num_classes=3)
+    data = with_augment(images, DatasetHparams(name="synthetic", augment="flip_crop"))
+    hp = small_config(training={"train_steps": 30, "eval_every": 10, "batch_size": 16, "lr": 3e-3}).training
+
+    def net(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        # no conv bias before BN (as in ResNet/VGG): its gradient is 0 up to rounding, which Adam would scale up
+        # to full steps differently in any two runs; it would change no output, but it would break the comparison
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(4 * 8 * 8, 3))
+
+    assert eligible(net(0), hp, None) is None
+    trio = [(net(i), 11 + i) for i in range(3)]
+    masks = [Mask.ones(model) for model, _ in trio]
+    separate = []
+    for (model, seed), mask in zip(trio, masks):
+        alone = copy.deepcopy(model)
+        separate.append((alone, train(alone, data, hp, mask, data_seed=seed)))
+    members = [Member(copy.deepcopy(model), mask, seed) for (model, seed), mask in zip(trio, masks)]
+    results = train_population(members, data, hp)
+    for (alone, expected), member, got in zip(separate, members, results):
+        a, b = alone.state_dict(), member.model.state_dict()
+        for k in a:  # running_mean, running_var and num_batches_tracked too
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+        assert [e["val_loss"] for e in got.evals] == pytest.approx([e["val_loss"] for e in expected.evals], rel=1e-4)

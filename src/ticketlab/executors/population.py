@@ -168,8 +168,7 @@ class PopulationExecutor:
         request = _Request(args, kwargs)
         model, data, hp, mask = args[:4]
         checkpoint = kwargs.get("checkpoint")
-        why = eligible(model, hp, kwargs.get("hooks")) or \
-            ("augmentation" if getattr(data, "augment", None) is not None else None)
+        why = eligible(model, hp, kwargs.get("hooks"))
         if why is None:
             request.state = load_checkpoint(checkpoint.path) if checkpoint else None
             start = kwargs.get("start_step", 0)

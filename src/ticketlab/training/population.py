@@ -10,10 +10,14 @@ divergence and checkpoints are per member, exactly as `training.loop.train` does
 only difference from N separate runs is the last bits of the batched products (results agree within float
 tolerance, not bit for bit).
 
+Batch norm is per member: its running statistics are stacked buffers that the vmapped forward pass updates in
+place, row by row, as each member's own run would; evaluation runs in eval mode. Augmentation is per member too:
+each member's batch is augmented from its own data seed and the step, as in its own run.
+
 Not grouped (`eligible` says why; the caller trains those alone with `train`): losses other than
 cross-entropy, models with dropout (p > 0: a separate run draws its dropout masks from its own seeded RNG, which
-vmap cannot reproduce per member) or batch norm (running statistics mutated in the forward pass), and runs with
-hooks other than `progress` (at_step, batch_transform, at_end act on one module).
+vmap cannot reproduce per member, so a member would not equal its own run), and runs with hooks other than
+`progress` (at_step, batch_transform, at_end act on one module).
 
 Divergence: a member whose loss, weights or evaluation loss stops being finite gets its own `Diverged` (same
 step and reason as its separate run would report) and leaves the population; the others continue.
@@ -73,8 +77,6 @@ def eligible(model: nn.Module, hp: TrainingHparams, hooks: Hooks | None) -> str 
     for m in model.modules():
         if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
             return "dropout"
-        if isinstance(m, nn.modules.batchnorm._NormBase):
-            return "batch norm"
     names = set(dict(model.named_parameters())) | set(dict(model.named_buffers()))
     if set(model.state_dict()) != names:
         return "state outside parameters and buffers"
@@ -213,7 +215,10 @@ def train_population(members: list[Member], data: DataSplits, hp: TrainingHparam
             for group in optimizer.param_groups:
                 group["lr"] = lr
         idx = torch.stack([orders[i].indices(step) for i in alive])
-        loss = loss_fn(stack.params, stack.buffers, data.train_x[idx], data.train_y[idx])
+        x = data.train_x[idx]
+        if data.augment is not None:  # each member's batch augmented from its own data seed, as in its own run
+            x = torch.stack([data.augment(x[r], members[i].data_seed, step) for r, i in enumerate(alive)])
+        loss = loss_fn(stack.params, stack.buffers, x, data.train_y[idx])
         losses.append(loss.detach())
         optimizer.zero_grad(set_to_none=False)
         loss.sum().backward()
