@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import _thread
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,12 +21,12 @@ from ticketlab.errors import TicketlabError
 from ticketlab.executors import PopulationExecutor, SerialExecutor, make_executor, parse_population
 from ticketlab.executors.population import _Fiber, population_wanted
 from ticketlab.experiments.study import StudyPlan, parse_controls
-from ticketlab.jobs import Job, RunOptions, Runtime
+from ticketlab.jobs import Job, RunOptions, Runtime, register_kind
 from ticketlab.masks import Mask
 from ticketlab.models import build_model
 from ticketlab.store import load_checkpoint
 from ticketlab.training.loop import Checkpointing, Diverged, Hooks, train
-from ticketlab.training.population import Member, eligible, signature, train_population
+from ticketlab.training.population import Member, eligible, signature, train_population, trainer
 
 TRAINING = {"train_steps": 120, "eval_every": 20, "test_every": 40, "lr": 5e-3}
 
@@ -245,3 +247,51 @@ def test_batch_norm_and_augmentation_are_per_member(synthetic):
         for k in a:  # running_mean, running_var and num_batches_tracked too
             torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
         assert [e["val_loss"] for e in got.evals] == pytest.approx([e["val_loss"] for e in expected.evals], rel=1e-4)
+
+
+def test_regression_targets_train_alone(synthetic):
+    """The population's loss and evaluation are cross-entropy: float (regression) targets are not grouped."""
+    hp = small_config().training
+    model = build_model(small_config().model, synthetic.input_shape, synthetic.num_classes, 0)
+    assert eligible(model, hp, None, synthetic) is None
+    regression = dataclasses.replace(synthetic, train_y=synthetic.train_y.float(), val_y=synthetic.val_y.float(),
+                                     test_y=synthetic.test_y.float())
+    assert eligible(model, hp, None, regression) == "regression targets"
+    ex = PopulationExecutor(size=8, log=False)
+    assert _capture_key(ex, model, regression, hp) is None  # the executor's request: trains alone
+    with pytest.raises(ValueError, match="regression targets"):
+        train_population([Member(model, Mask.ones(model), 0)] * 2, regression, hp)
+
+
+_INTERRUPTED: dict = {}  # the test's data and the steps its progress hook saw (jobs' params are plain data)
+
+
+@register_kind("test_population_interrupted_alone")
+def _interrupted_alone(job, runtime):
+    """A long training alone whose progress hook interrupts the main thread (as Ctrl-C or SIGTERM would)."""
+    data, config, seen = _INTERRUPTED["data"], _INTERRUPTED["config"], _INTERRUPTED["seen"]
+    model = build_model(config.model, data.input_shape, data.num_classes, 0)
+
+    def progress(step, last):
+        seen.append(step)
+        if step == 20:
+            _thread.interrupt_main()  # no OS signal: delivered only when the main thread runs Python code
+
+    trainer()(model, data, config.training, Mask.ones(model), data_seed=0, hooks=Hooks(progress=progress))
+
+
+def test_interrupt_stops_a_job_that_trains_alone(synthetic, tmp_path):
+    """A job training alone trains in the executor's (main) thread, where Python raises KeyboardInterrupt and
+    SIGTERM; its interruption stops the training at once and ends the job's parked thread."""
+    config = small_config(training={"train_steps": 20000, "eval_every": 10, "test_every": 10000})
+    _INTERRUPTED.update(data=synthetic, config=config, seen=[])
+    runtime = Runtime(RunOptions(root=str(tmp_path)))
+    job = Job("test_population_interrupted_alone", "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        PopulationExecutor(runtime, size=8, log=False).run([job], runtime.options)
+    seen = _INTERRUPTED["seen"]
+    assert seen and max(seen) == 20, seen  # stopped right in the hook, not after the 20000 steps
+    for thread in threading.enumerate():
+        if thread.name.startswith("ticketlab-job-"):
+            thread.join(timeout=10)
+            assert not thread.is_alive(), thread.name

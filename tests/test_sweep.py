@@ -130,3 +130,65 @@ def test_cli_sweep_end_to_end_and_bad_input(tmp_path):
         assert out.returncode == 2, out.stderr
         assert said in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_durations_in_epochs_are_resolved_for_each_point(tmp_path):
+    layers = {"dataset": {"name": "synthetic", "val_size": 500}, "model": {"name": "mlp_16"},
+              "training": {"train_steps": "2ep", "eval_every": "1ep", "batch_size": 50}}
+    sweep = plan_sweep(layers, {"dataset.subsample": ["100", "1000"], "training.batch_size": ["50", "100"]})
+    got = {(p["dataset.subsample"], p["training.batch_size"]): (sweep.config(p).training.train_steps,
+                                                                 sweep.config(p).training.eval_every)
+           for p in sweep.points}
+    assert got == {(100, 50): (4, 2), (100, 100): (2, 1), (1000, 50): (40, 20), (1000, 100): (20, 10)}
+    # a RunConfig holds step counts (2 epochs of 2500 examples / 50 = 100 steps): they stay so at every point
+    built = plan_sweep(small_config(**layers), {"dataset.subsample": ["100", "1000"]})
+    assert [built.config(p).training.train_steps for p in built.points] == [100, 100]
+    # and the jobs train it: 2 epochs of 100 and of 200 examples in batches of 50
+    ran = run_sweep({**layers, "training": {**layers["training"], "train_steps": "2ep", "eval_every": "2ep"}},
+                    {"dataset.subsample": [100, 200]}, root=tmp_path)
+    steps = {r["dataset.subsample"]: json.loads((tmp_path / r["job_dir"] / "summary.json").read_text())["final_step"]
+             for r in ran.rows}
+    assert steps == {100: 4, 200: 8}
+
+
+def test_report_of_a_sweep_over_a_text_setting(tmp_path):
+    sweep = run_sweep(tiny(), {"training.optimizer": ["adam", "sgd"]}, root=tmp_path)
+    assert [r["training.optimizer"] for r in sweep.rows] == ["adam", "sgd"]
+    files = write_report(sweep, tmp_path / "report")
+    md = files["md"].read_text()
+    assert "| adam |" in md and "| sgd |" in md and files["png"].stat().st_size > 0
+    rows = [{"training.optimizer": name, "seed": 0, "level": 0, "density": 1.0, "status": "ok", "params": 1,
+             "weights": 1, "surviving": 1, "final_test_accuracy": 0.5, "final_train_accuracy": acc}
+            for name, acc in (("adam", 1.0), ("sgd", 0.5))]  # adam interpolates: its threshold is a name
+    hand = write_report(type(sweep)({"training.optimizer": ["adam", "sgd"]}, [], rows), tmp_path / "hand")
+    assert "- all: adam" in hand["md"].read_text()
+
+
+def test_a_diverged_level_leaves_a_report_with_the_rest_and_not_run_rows(tmp_path):
+    config = tiny(pruning={"strategy": "global", "rate": 0.5},
+                  lottery={"retrain": "finetune", "finetune_lr": 1e6}, training={"optimizer": "sgd", "lr": 0.05})
+    sweep = run_sweep(config, {"model.width": [0.5, 1]}, levels=2, root=tmp_path)
+    status = {(r["model.width"], r["level"]): r["status"] for r in sweep.rows}
+    assert {status[(w, 0)] for w in (0.5, 1.0)} == {"ok"}
+    assert {status[(w, 1)] for w in (0.5, 1.0)} == {"diverged"}
+    assert {status[(w, 2)] for w in (0.5, 1.0)} == {"not run"}
+    assert sweep.notes and "not run" in sweep.notes[0]
+    level2 = [r for r in sweep.rows if r["level"] == 2]
+    assert all(abs(r["density"] - 0.25) < 0.01 and r["final_test_accuracy"] is None for r in level2)
+    files = write_report(sweep, tmp_path / "report")
+    md = files["md"].read_text()
+    assert "## Not run" in md and "+1 not run" in md and "+1 not ok" in md
+    body = json.loads(files["json"].read_text())
+    assert sum(e["not_run"] for e in body["table"]) == 2 and sum(e["n"] for e in body["table"]) == 2
+
+
+def test_cli_sweep_writes_its_report_then_fails_in_one_line_when_levels_were_not_run(tmp_path):
+    out = run_cli("sweep", "--dataset", "synthetic", "--val-size", "500", "--model", "mlp_16", "--subsample", "200",
+                  "--batch-size", "50", "--train-steps", "20", "--eval-every", "10", "--optimizer", "sgd", "--lr",
+                  "0.05", "--retrain", "finetune", "--finetune-lr", "1e6", "--levels", "2", "--quiet",
+                  "--over", "training.optimizer=sgd", "--out", str(tmp_path / "runs"),
+                  "--report-dir", str(tmp_path / "rep"), timeout=120)
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ticketlab: error: 1 job(s) diverged and 1 not run") and "Traceback" not in out.stderr
+    assert (tmp_path / "rep" / "sweep.md").is_file() and "not run" in (tmp_path / "rep" / "sweep.md").read_text()

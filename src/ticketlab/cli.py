@@ -201,6 +201,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace, kind: str) -> RunConfig:
+    return build_config(layers_from_args(args, kind))
+
+
+def layers_from_args(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """The TOML file and the flags as given, merged, unresolved (durations still e.g. "2ep")."""
     layers: dict[str, Any] = load_toml(args.config) if args.config else {}
     flags: dict[str, Any] = {"kind": kind}
     if args.seed is not None:
@@ -209,7 +214,7 @@ def config_from_args(args: argparse.Namespace, kind: str) -> RunConfig:
         value = getattr(args, flag, None)
         if value is not None:
             flags.setdefault(section, {})[key] = value
-    return build_config(merge(layers, flags))
+    return merge(layers, flags)
 
 
 def _progress(quiet: bool):  # noqa: ANN202
@@ -569,19 +574,22 @@ def sweep(args: argparse.Namespace) -> int:
     if not 0 <= args.tolerance < 1:
         raise TicketlabError(f"--tolerance must be in [0, 1), got {args.tolerance}")
     over = parse_over(args.over)
-    config = config_from_args(args, "lottery")
-    plan_sweep(config, over, config.lottery.levels)  # every point checked before anything is written
+    layers = layers_from_args(args, "lottery")  # unresolved: each point resolves its epochs for its own data
+    config = build_config(layers)
+    plan_sweep(layers, over, config.lottery.levels)  # every point checked before anything is written
     _check_replicates(args.replicates)
     out = Path(args.report_dir or f"sweep_{config.model.name}_{config.dataset.name}")
     check_report_dir(out)
-    result = run_sweep(config, over, replicates=args.replicates, levels=config.lottery.levels,
+    result = run_sweep(layers, over, replicates=args.replicates, levels=config.lottery.levels,
                        workers=_workers(args.workers, True), **_run_options(args))
     title = f"Sweep of {config.model.name} on {config.dataset.name} over {', '.join(over)}"
     files = write_report(result, out, title, tolerance=args.tolerance)
     _print_report(files, args.json, cut="\n![")
     bad = [r for r in result.rows if r["status"] == "diverged"]
-    if bad:
-        raise TicketlabError(f"{len(bad)} job(s) diverged: left out of the report; rerun with a lower --lr")
+    not_run = [r for r in result.rows if r["status"] == "not run"]
+    if bad or not_run:
+        raise TicketlabError(f"{len(bad)} job(s) diverged and {len(not_run)} not run (built on a collapsed or "
+                             "diverged job): left out of the report's means; rerun with a lower --lr")
     return 0
 
 

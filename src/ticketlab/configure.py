@@ -68,6 +68,9 @@ def check_data_size(config: RunConfig) -> None:
         raise TicketlabError(f"training.batch_size ({batch_size}) exceeds the training subsample "
                              f"(dataset.subsample = {config.dataset.subsample} examples)")
     noise.check(config.dataset)
+    if info.regression != (config.training.loss == "mse"):  # the loop would say it only after writing files
+        raise TicketlabError(f"{name} has regression targets: set training.loss = mse" if info.regression else
+                             f"{name} has class labels: training.loss mse needs regression targets (relu, helix)")
 
 
 def check_model(config: RunConfig, levels: int | None = None) -> None:

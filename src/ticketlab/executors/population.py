@@ -13,7 +13,8 @@ serial executor). Each parked thread then gets its own result (a TrainResult, or
 its job (final weights, metrics, summary with hashes) as it would have after `train`.
 
 A job that cannot be a population member (training/population.py: `eligible`) trains alone when its turn
-comes. Resume is per member: each member's checkpoint is its own file in the loop's format; members whose
+comes. Alone trainings run in the executor's own thread (the job's thread waits), so Ctrl-C and SIGTERM, which
+Python raises in the main thread only, stop them as they stop the serial executor. Resume is per member: each member's checkpoint is its own file in the loop's format; members whose
 checkpoints hold different steps fall in different groups.
 """
 
@@ -76,7 +77,7 @@ class _Fiber:
     go: threading.Event = field(default_factory=threading.Event)
     yielded: threading.Event = field(default_factory=threading.Event)
     request: _Request | None = None
-    reply: Any = None  # TrainResult | Diverged | _ALONE | _Cancelled
+    reply: Any = None  # TrainResult | an Exception (Diverged, ...) | _ALONE | _Cancelled
     error: BaseException | None = None
     started: bool = False
     finished: bool = False
@@ -125,6 +126,8 @@ class PopulationExecutor:
             while parked := [f for f in fibers if not f.finished]:
                 self._train_parked(parked, runtime)
                 for fiber in parked:
+                    if fiber.reply is _ALONE:  # trained here, in its turn, as the serial executor would
+                        fiber.reply = self._train_alone(fiber, runtime)
                     self._resume(fiber)
             out: dict[str, Blocked | None] = {}
             for fiber in fibers:
@@ -168,7 +171,7 @@ class PopulationExecutor:
         request = _Request(args, kwargs)
         model, data, hp, mask = args[:4]
         checkpoint = kwargs.get("checkpoint")
-        why = eligible(model, hp, kwargs.get("hooks"))
+        why = eligible(model, hp, kwargs.get("hooks"), data)
         if why is None:
             request.state = load_checkpoint(checkpoint.path) if checkpoint else None
             start = kwargs.get("start_step", 0)
@@ -179,8 +182,6 @@ class PopulationExecutor:
         fiber.go.wait()
         fiber.go.clear()
         reply, fiber.reply, fiber.request = fiber.reply, None, None
-        if reply is _ALONE:
-            return train(*args, **kwargs)
         if isinstance(reply, BaseException):
             raise reply
         return reply
@@ -203,6 +204,18 @@ class PopulationExecutor:
                     chunk[0].reply = _ALONE  # alone: exactly the serial executor's run
                     continue
                 self._train_chunk(chunk, runtime)
+
+    @staticmethod
+    def _train_alone(fiber: _Fiber, runtime: Runtime) -> Any:
+        """`train` for one parked request, in the executor's (main) thread, so that Ctrl-C or SIGTERM (raised
+        in the main thread only) stops it at once; its thread only waited. Its result or its error (a Diverged,
+        a bad-input TicketlabError) is the fiber's reply, raised in the job's thread; KeyboardInterrupt and other
+        BaseExceptions are not replies: they leave `_wave`, which cancels the parked jobs."""
+        with runtime.threads():
+            try:
+                return train(*fiber.request.args, **fiber.request.kwargs)
+            except Exception as e:  # noqa: BLE001 - the job's own error, raised in its thread
+                return e
 
     def _size(self, request: _Request, runtime: Runtime) -> int:
         if self.size != "auto":

@@ -252,7 +252,7 @@ def stability_sweep(config: RunConfig, steps: list[int], levels: list[int], *, r
 def _check_out(out: str | Path) -> None:
     part = store.store_part(out)
     if part is not None:
-        raise TicketlabError(f"--out {out} is inside the run store ({part}): write the sweep elsewhere")
+        raise TicketlabError(f"--figure-dir {out} is inside the run store ({part}): write the figures elsewhere")
 
 
 def sweep_rows(results: list[dict[str, Any]], dense: list[dict[str, Any]], root: Path,

@@ -2,6 +2,15 @@
 point an ordinary study (dense runs, or IMP levels when levels > 0) planned with study.plan_jobs, all run by
 one executor, every result read back as one row.
 
+Each point's config is built from the user's config layers as given (preset, TOML, flags; durations still
+"2ep") plus the point's settings, so durations in epochs are resolved per point: a point with another
+dataset.subsample, training.batch_size or dataset.val_size trains the same number of epochs, not the base's
+step count. A caller that passes a built RunConfig instead gets its durations as step counts, unchanged at
+every point (they were resolved once, for the base).
+
+A level built on a collapsed or diverged level is not run; the sweep still reads back everything that
+finished, gives each job that did not a "not run" row, and keeps the executor's message in `notes`.
+
 Points are content-addressed like every other job, so a sweep that is rerun, extended (another width, more
 seeds, more levels) or interrupted trains only what is missing; two sweeps that share a point share its runs.
 
@@ -29,6 +38,7 @@ from ..errors import TicketlabError
 from ..jobs import Job, Progress, Runtime
 from ..masks import prunable
 from ..models import construct
+from ..pruning import ladder_density, layers_of
 from .study import StudyPlan, check_before_planning, execute_all, options, plan_jobs
 
 MAX_POINTS = 10_000  # sane bound on the cross product: more is a typo
@@ -42,7 +52,14 @@ class Sweep:
     points: list[dict[str, Any]]  # one per combination: {setting: value}
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per trained job (point x seed x level)
     levels: int = 0
-    base: RunConfig | None = None
+    base: RunConfig | None = None  # the config without the point's settings (kind and levels set)
+    layers: dict[str, Any] | None = None  # the unresolved layers the points are built from (None: from `base`)
+    notes: list[str] = field(default_factory=list)  # jobs not run, and why
+
+    def config(self, point: dict[str, Any]) -> RunConfig:
+        """The point's config: from the layers when the sweep has them (epochs resolved for the point)."""
+        assert self.base is not None
+        return point_config(self.layers if self.layers is not None else self.base, point)
 
 
 def parse_over(specs: list[str]) -> dict[str, list[str]]:
@@ -75,17 +92,26 @@ def check_setting(key: str) -> tuple[str, str]:
     return section, name
 
 
-def point_config(base: RunConfig, point: dict[str, Any]) -> RunConfig:
-    """`base` with the point's settings, coerced and validated as a TOML file's would be."""
+def point_config(base: RunConfig | dict[str, Any], point: dict[str, Any]) -> RunConfig:
+    """`base` with the point's settings, coerced and validated as a TOML file's would be.
+
+    `base` as config layers (a dict, durations as the user gave them): built with build_config from the layers
+    plus the point, so epochs ("2ep") become steps for the point's data size and batch size. `base` as a
+    RunConfig: its durations are already step counts and stay so at every point (every field is given, so
+    the model's preset changes nothing either)."""
     layers: dict[str, Any] = {}
     for key, value in point.items():
         section, name = check_setting(key)
         layers.setdefault(section, {})[name] = value
-    return build_config(merge(base.to_dict(), layers))  # every field given: the model's preset changes nothing
+    if isinstance(base, RunConfig):
+        return build_config(merge(base.to_dict(), layers))
+    return build_config(merge(base, layers))
 
 
-def plan_sweep(base: RunConfig, over: dict[str, list[Any]], levels: int = 0) -> Sweep:
-    """The points of the cross product of `over` on `base` (levels > 0: lottery runs to that level)."""
+def plan_sweep(base: RunConfig | dict[str, Any], over: dict[str, list[Any]], levels: int = 0) -> Sweep:
+    """The points of the cross product of `over` on `base` (levels > 0: lottery runs to that level). `base`:
+    config layers (a dict, as the CLI passes them: epochs resolved per point) or a RunConfig (durations are
+    the step counts it holds, at every point)."""
     if not over:
         raise TicketlabError("a sweep needs at least one setting to vary (e.g. --over model.width=0.5,1,2)")
     if levels < 0:
@@ -100,18 +126,25 @@ def plan_sweep(base: RunConfig, over: dict[str, list[Any]], levels: int = 0) -> 
     if count > MAX_POINTS:
         raise TicketlabError(f"the sweep has {count:,} points, more than the {MAX_POINTS:,} allowed")
     kind = "lottery" if levels > 0 else "train"
-    base = dataclasses.replace(base, kind=kind, lottery=dataclasses.replace(base.lottery, levels=levels))
+    layers: dict[str, Any] | None = None
+    if isinstance(base, RunConfig):
+        base = dataclasses.replace(base, kind=kind, lottery=dataclasses.replace(base.lottery, levels=levels))
+    elif isinstance(base, dict):
+        layers = merge(base, {"kind": kind, "lottery": {"levels": levels}})
+        base = build_config(layers)
+    else:
+        raise TicketlabError(f"a sweep's base must be a RunConfig or config layers (a dict), got {base!r}")
     points, axes = [], {k: [] for k in over}
     for combo in itertools.product(*over.values()):
         raw = dict(zip(over, combo))
-        config = point_config(base, raw)
+        config = point_config(layers if layers is not None else base, raw)
         point = {k: _value(config, k) for k in over}
         for k, v in point.items():
             if v not in axes[k]:
                 axes[k].append(v)
         if point not in points:  # e.g. 0.5 and 0.50: one point
             points.append(point)
-    return Sweep(axes, points, levels=levels, base=base)
+    return Sweep(axes, points, levels=levels, base=base, layers=layers)
 
 
 def _value(config: RunConfig, key: str) -> Any:
@@ -120,11 +153,13 @@ def _value(config: RunConfig, key: str) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def run_sweep(base: RunConfig, over: dict[str, list[Any]], *, replicates: int = 1, levels: int = 0,
+def run_sweep(base: RunConfig | dict[str, Any], over: dict[str, list[Any]], *, replicates: int = 1, levels: int = 0,
               workers: int = 1, data: DataSplits | None = None, progress: Progress | None = None,
               executor: str = "local", address: str | None = None, **run_options: Any) -> Sweep:
     """Run (or read back) every point of the sweep x `replicates` seeds; keyword arguments as run_study's.
-    Every point is checked before anything is written."""
+    Every point is checked before anything is written. `base` as for plan_sweep: config layers resolve
+    durations in epochs per point, a RunConfig keeps its step counts. Jobs that could not run (built on a
+    collapsed or diverged level) are "not run" rows, and the executor's message is in the sweep's notes."""
     if replicates < 1:
         raise TicketlabError(f"replicates must be at least 1, got {replicates}")
     sweep = plan_sweep(base, over, levels)
@@ -132,7 +167,7 @@ def run_sweep(base: RunConfig, over: dict[str, list[Any]], *, replicates: int = 
         raise TicketlabError("a sweep given its data tensors cannot vary dataset settings (the tensors would be "
                              "used for every point): sweep a registered data set instead")
     runtime = Runtime(options(**run_options), progress)
-    configs = [point_config(sweep.base, p) for p in sweep.points]
+    configs = [sweep.config(p) for p in sweep.points]
     for config in configs:
         if data is not None:
             runtime.add_data(config.dataset, data)
@@ -144,27 +179,57 @@ def run_sweep(base: RunConfig, over: dict[str, list[Any]], *, replicates: int = 
         planned.append((point, config, reps))
         for job in point_jobs:
             jobs.setdefault(job.folder, job)
-    execute_all(list(jobs.values()), runtime, workers, executor, address)
+    try:
+        execute_all(list(jobs.values()), runtime, workers, executor, address)
+    except TicketlabError as e:  # e.g. IMP collapsed or diverged at some level: deeper levels are not run
+        if not any(runtime.done(folder) for folder in jobs):
+            raise
+        sweep.notes.append(str(e))
     for point, config, reps in planned:
         counts = parameter_counts(config, runtime)
+        done = {}
         for rep in reps:
             for level in range(levels + 1):
-                summary = store.read_summary(runtime.path(rep.level(level)))
-                sweep.rows.append(row(point, summary, counts, runtime.path(rep.level(level))))
+                folder = runtime.path(rep.level(level))
+                if store.is_done(folder):
+                    done[(rep.seed, level)] = row(point, store.read_summary(folder), counts, folder)
+        for rep in reps:
+            for level in range(levels + 1):
+                if (rep.seed, level) not in done:
+                    done[(rep.seed, level)] = not_run_row(point, rep.seed, level, config, counts,
+                                                          runtime.path(rep.level(level)), done.values(), runtime)
+                sweep.rows.append(done[(rep.seed, level)])
     return sweep
 
 
 def parameter_counts(config: RunConfig, runtime: Runtime) -> dict[str, int]:
     """{'params': every parameter, 'weights': the prunable weights} of the point's model, built without
     memory (meta device) where it can be."""
-    data = runtime.data(config.dataset)
-    if runtime.options.model_fn is not None:
-        model = runtime.model(config, data, 0)
-    else:
-        with torch.device("meta"):
-            model = construct(config.model, data.input_shape, data.num_classes)
+    model = _model(config, runtime)
     return {"params": sum(p.numel() for p in model.parameters()),
             "weights": sum(p.numel() for p in prunable(model).values())}
+
+
+def not_run_row(point: dict[str, Any], seed: int, level: int, config: RunConfig, counts: dict[str, int],
+                folder: Path, finished: Any, runtime: Runtime) -> dict[str, Any]:
+    """A job that did not run (it builds on a collapsed or diverged job): no metrics; its density is the one
+    another seed of the point reached at that level, else the IMP ladder's, so it joins that level's line."""
+    same = [r for r in finished if r["level"] == level and r["status"] != "not run"]
+    if same:
+        density = same[0]["density"]
+    else:
+        density = ladder_density(layers_of(_model(config, runtime)), config.pruning, level)
+    return {**point, "seed": seed, "level": level, "density": density, "status": "not run", **counts,
+            "surviving": round(density * counts["weights"]), **{m: None for m in ROW_METRICS},
+            "train_labels_changed": 0, "job_dir": str(folder)}
+
+
+def _model(config: RunConfig, runtime: Runtime) -> torch.nn.Module:
+    data = runtime.data(config.dataset)
+    if runtime.options.model_fn is not None:
+        return runtime.model(config, data, 0)
+    with torch.device("meta"):
+        return construct(config.model, data.input_shape, data.num_classes)
 
 
 def row(point: dict[str, Any], summary: dict[str, Any], counts: dict[str, int], folder: Path) -> dict[str, Any]:

@@ -211,6 +211,9 @@ def construct(task: str, depth: int, width: int, seed: int) -> tuple[Layers, lis
 
 def _build(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     task, depth, width = parse(hp.name)
+    if hp.width != 1.0 or hp.dropout != 0.0:  # the planted network is fixed by its name and seed
+        raise TicketlabError(f"{hp.name}: model.width and model.dropout do not apply to a planted network (its "
+                             f"width is in its name: planted_<task>_<depth>_<width>)")
     inputs, outputs = TASKS[task]
     if tuple(input_shape) != (inputs,) or num_classes != outputs:
         raise TicketlabError(f"{hp.name} takes {inputs} inputs and has {outputs} outputs (the {task} data set), "

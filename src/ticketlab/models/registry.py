@@ -29,7 +29,6 @@ later registration wins over an earlier one (registering a name again replaces i
 from __future__ import annotations
 
 import copy
-import math
 import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable
@@ -43,6 +42,7 @@ from .convnet import CONV_WIDTHS, ConvNet
 from .init import initialize
 from . import resnet, vgg
 from .mlp import MLP
+from .width import scaled
 
 Builder = Callable[[ModelHparams, tuple[int, ...], int], nn.Module]
 
@@ -181,11 +181,6 @@ _LENET = {"training": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "tra
 def _conv_preset(lr: float, steps: int, conv_rate: float) -> dict[str, dict[str, Any]]:
     return {"training": {"optimizer": "adam", "lr": lr, "batch_size": 60, "train_steps": steps},
             "pruning": {"strategy": "layerwise", "rate": 0.2, "conv_rate": conv_rate, "output_rate": 0.1}}
-
-
-def scaled(widths: list[int] | tuple[int, ...], width: float) -> list[int]:
-    """Hidden widths times the model's width multiplier, rounded half up, at least 1 (width sweeps)."""
-    return [max(1, math.floor(w * width + 0.5)) for w in widths]
 
 
 def _lenet(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

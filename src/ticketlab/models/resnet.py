@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from ..config import ModelHparams
 from .memory import channels_last_if_wide
+from .width import scaled
 
 
 class Block(nn.Module):
@@ -104,4 +105,4 @@ def build(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int) -> n
     depth, width = int(m.group(1)), int(m.group(2) or 16)
     if width < 1:
         raise ValueError(f"ResNet width W must be at least 1, got {width}")
-    return CifarResNet(input_shape, depth, num_classes, width=max(1, round(width * hp.width)))
+    return CifarResNet(input_shape, depth, num_classes, width=scaled([width], hp.width)[0])

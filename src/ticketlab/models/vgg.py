@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ..config import ModelHparams
 from .memory import channels_last_if_wide
+from .width import scaled
 from .resnet import PRESET as RESNET_PRESET
 
 PLANS: dict[int, list[int | str]] = {
@@ -63,7 +64,7 @@ class CifarVGG(nn.Module):
             if spec == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
-                f_out = max(1, round(int(spec) * width))
+                f_out = scaled([int(spec)], width)[0]
                 layers.append(ConvModule(f_in, f_out))
                 f_in = f_out
         self.layers = nn.Sequential(*layers)

@@ -181,7 +181,7 @@ def _check_blocks(rows: list[dict[str, Any]]) -> list[tuple]:
                    [f"layer {k} has no weight left" for k in r["checks"]["collapsed_layers"]]
         if problems:
             bad.append([str(r["seed"]), r["variant"], str(r["level"]), r["job_dir"], "; ".join(problems)])
-    worst = max((max(r["checks"]["pruned_max_abs"].values(), default=0.0) for r in rows), default=0.0)
+    worst = max((max(r["checks"].get("pruned_max_abs", {}).values(), default=0.0) for r in rows), default=0.0)
     text = (f"{len(rows)} jobs. Largest |value| at a pruned position (weight, gradient, optimizer state) over all "
             f"jobs: {worst:g} (training stops if it is not exactly 0).")
     if not bad:

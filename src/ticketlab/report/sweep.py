@@ -4,7 +4,8 @@ threshold, sparse double descent (dip and peak) and the smallest matching ticket
 Rows come from experiments.sweep (one per trained job, read back from the store); this module never trains.
 Errors are 1 - accuracy at the final step: test error on the clean test labels, training error on the labels
 the network was trained on (the noisy ones under label noise) and on the clean training labels.
-Only jobs that trained to the end (status ok) enter means; spreads are the std and min/max over seeds.
+Only jobs that trained to the end (status ok) enter means; spreads are the std and min/max over seeds. Jobs that
+did not (diverged, collapsed) and jobs not run (built on such a job) are counted in the table, apart.
 
 Definitions used in the tables and figures:
   interpolation threshold  the smallest value of the swept setting (in increasing order) whose mean training
@@ -51,7 +52,9 @@ def summarize(rows: list[dict[str, Any]], x: str, by: list[str]) -> list[dict[st
     out = []
     for key, members in sorted(groups.items(), key=lambda kv: tuple(_sortable(v) for v in kv[0])):
         ok = [m for m in members if m["status"] == "ok"]
-        entry = {**dict(zip(by, key[:-1])), x: key[-1], "n": len(ok), "not_ok": len(members) - len(ok),
+        not_run = sum(m["status"] == "not run" for m in members)
+        entry = {**dict(zip(by, key[:-1])), x: key[-1], "n": len(ok), "not_ok": len(members) - len(ok) - not_run,
+                 "not_run": not_run,
                  "params": members[0]["params"], "weights": members[0]["weights"],
                  "surviving": round(sum(m["surviving"] for m in members) / len(members)),
                  "density": sum(m["density"] for m in members) / len(members)}
@@ -62,6 +65,11 @@ def summarize(rows: list[dict[str, Any]], x: str, by: list[str]) -> list[dict[st
         entry["train_loss"] = _stats([m.get("final_train_loss") for m in ok])
         out.append(entry)
     return out
+
+
+def _value(v: Any) -> str:
+    """A swept value as text: numbers compactly ({:g}), anything else (an optimizer's name) as it is."""
+    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
 def _sortable(v: Any) -> tuple:
@@ -124,7 +132,7 @@ def sweep_figure(table: list[dict[str, Any]], x: str, by: list[str], out: Path, 
                             alpha=0.15, lw=0)
         at = interpolation_threshold(pts, x, tolerance)
         if at is not None:
-            ax.axvline(at, color=color, ls=":", lw=1.2, label=f"interpolation threshold, {_label(by, key)}: {at:g}")
+            ax.axvline(at, color=color, ls=":", lw=1.2, label=f"interpolation threshold, {_label(by, key)}: {_value(at)}")
     if x in LOG_SETTINGS:
         ax.set_xscale("log")
     ax.set_xlabel(x + (" (log scale)" if x in LOG_SETTINGS else ""))
@@ -275,7 +283,7 @@ def write_report(sweep: Any, out_dir: str | Path, title: str = "Sweep", toleranc
     head = [*by, x, "params", "weights", "surviving", "n", "test error % (mean ± std)", "train error % (mean ± std)",
             "train error, clean labels %", "early-stop test error %"]
     body = [[*(str(e[k]) for k in by), f"{e[x]:.4g}" if isinstance(e[x], float) else str(e[x]), str(e["params"]),
-             str(e["weights"]), str(e["surviving"]), str(e["n"]) + (f" (+{e['not_ok']} not ok)" if e["not_ok"] else ""),
+             str(e["weights"]), str(e["surviving"]), _count(e),
              _pm(e["test_error"]), _pm(e["train_error"]), _pct(e["train_error_clean"]),
              _pct(e["early_stop_test_error"])] for e in table]
     md = [f"# {title}", "", f"Swept: {', '.join(f'{k} = {v}' for k, v in sweep.axes.items())}; "
@@ -283,8 +291,12 @@ def write_report(sweep: Any, out_dir: str | Path, title: str = "Sweep", toleranc
           "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in body]
     md += ["", f"Interpolation threshold (smallest {x} whose mean training error is at most {100 * tolerance:g}%):", ""]
-    md += [f"- {line}: {'not reached' if at is None else f'{at:g}'}" for line, at in thresholds.items()]
+    md += [f"- {line}: {'not reached' if at is None else _value(at)}" for line, at in thresholds.items()]
     md += ["", f"![error against {x}]({drawn.png.name})", ""]
+    notes = list(getattr(sweep, "notes", []) or [])
+    if notes:
+        md += ["## Not run", "", "Jobs built on a collapsed or diverged job were not run (rows with status "
+               "\"not run\", counted apart in the table's n):", ""] + [f"- {n}" for n in notes] + [""]
     extra: dict[str, Any] = {"thresholds": thresholds}
     if sweep.levels > 0:
         dd = double_descent(table, by)
@@ -321,8 +333,14 @@ def write_report(sweep: Any, out_dir: str | Path, title: str = "Sweep", toleranc
         w.writerows(sweep.rows)
     files["json"] = out / "sweep.json"
     files["json"].write_text(json.dumps({"axes": sweep.axes, "x": x, "levels": sweep.levels, "tolerance": tolerance,
-                                         "table": table, **extra}, indent=2, default=str) + "\n")
+                                         "table": table, "notes": notes, **extra}, indent=2, default=str) + "\n")
     return files
+
+
+def _count(e: dict[str, Any]) -> str:
+    extra = [f"+{e['not_ok']} not ok"] if e["not_ok"] else []
+    extra += [f"+{e['not_run']} not run"] if e.get("not_run") else []
+    return str(e["n"]) + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _p(v: float | None) -> str:

@@ -42,9 +42,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss_sum.item() / len(x), correct.item() / len(x)
 
 
-LOSSES = ("cross_entropy", "mse")
-
-
 def training_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The training loss `name` (TrainingHparams.loss): cross-entropy on class labels, or the mean squared
     error on regression targets (floating-point y); a loss that does not fit the labels is said in one line."""

@@ -15,9 +15,9 @@ place, row by row, as each member's own run would; evaluation runs in eval mode.
 each member's batch is augmented from its own data seed and the step, as in its own run.
 
 Not grouped (`eligible` says why; the caller trains those alone with `train`): losses other than
-cross-entropy, models with dropout (p > 0: a separate run draws its dropout masks from its own seeded RNG, which
-vmap cannot reproduce per member, so a member would not equal its own run), and runs with hooks other than
-`progress` (at_step, batch_transform, at_end act on one module).
+cross-entropy, regression (floating-point) targets, models with dropout (p > 0: a separate run draws its dropout
+masks from its own seeded RNG, which vmap cannot reproduce per member, so a member would not equal its own run),
+and runs with hooks other than `progress` (at_step, batch_transform, at_end act on one module).
 
 Divergence: a member whose loss, weights or evaluation loss stops being finite gets its own `Diverged` (same
 step and reason as its separate run would report) and leaves the population; the others continue.
@@ -68,10 +68,16 @@ def using_trainer(fn: TrainFn) -> Iterator[None]:
         _TRAINER.reset(token)
 
 
-def eligible(model: nn.Module, hp: TrainingHparams, hooks: Hooks | None) -> str | None:
-    """None if `model` trained under `hp` with `hooks` can be a population member, else why not (one phrase)."""
+def eligible(model: nn.Module, hp: TrainingHparams, hooks: Hooks | None, data: DataSplits | None = None
+             ) -> str | None:
+    """None if `model` trained under `hp` with `hooks` (on `data`, when given) can be a population member, else
+    why not (one phrase)."""
     if getattr(hp, "loss", "cross_entropy") != "cross_entropy":
         return f"loss {hp.loss!r}"
+    # the population's loss and evaluation are cross-entropy only; alone, the loop trains regression with mse
+    # or refuses the loss/target mismatch in one line
+    if data is not None and data.train_y.is_floating_point():
+        return "regression targets"
     if hooks is not None and (hooks.at_step or hooks.batch_transform or hooks.at_end):
         return "training hooks"
     for m in model.modules():
@@ -141,7 +147,7 @@ def train_population(members: list[Member], data: DataSplits, hp: TrainingHparam
     if not members:
         return []
     for m in members:
-        why = eligible(m.model, hp, m.hooks)
+        why = eligible(m.model, hp, m.hooks, data)
         if why:
             raise ValueError(f"not a population member: {why}")
         if signature(m.model) != signature(members[0].model):
@@ -187,7 +193,7 @@ def train_population(members: list[Member], data: DataSplits, hp: TrainingHparam
             rows = _evaluate_all(base, stack, data, step, step % test_every == 0 or step == hp.train_steps)
             keep = []
             for r, i in enumerate(alive):
-                why = bad.get(r) or _row_problem(rows[r], step)
+                why = bad.get(r) or _row_problem(rows[r], step, data)
                 if why is not None:
                     results[i] = Diverged(why[0], why[1], evals[i])
                     continue
@@ -353,10 +359,12 @@ def _check_finite(losses: list[torch.Tensor], stack: _Stack, step: int) -> dict[
     return out
 
 
-def _row_problem(row: dict, step: int) -> tuple[int, str] | None:
-    for split in ("val", "test"):
+def _row_problem(row: dict, step: int, data: DataSplits) -> tuple[int, str] | None:
+    """training.loop._check_row for one member: a loss that is not finite on a split that has examples (read
+    from the data, as the loop does, not from a NaN accuracy)."""
+    for split, examples in (("val", len(data.val_x)), ("test", len(data.test_x))):
         loss = row[f"{split}_loss"]
-        if loss is not None and row[f"{split}_accuracy"] == row[f"{split}_accuracy"] and not math.isfinite(loss):
+        if loss is not None and examples and not math.isfinite(loss):
             return step, f"{'validation' if split == 'val' else 'test'} loss is not finite"
     return None
 

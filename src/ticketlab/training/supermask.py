@@ -107,12 +107,12 @@ class MaskedNet(nn.Module):
         self.names = list(prunable(model))
         self.scores = nn.ParameterList()
         for w in prunable(model).values():
-            s = torch.empty_like(w)
+            s = torch.empty(w.shape, dtype=w.dtype)  # drawn on the CPU (its generator's device): any device alike
             if spec.method == "edge-popup":
                 nn.init.kaiming_uniform_(s, a=math.sqrt(5), generator=generator)
             else:
                 s.fill_(math.log(spec.k / (1 - spec.k)) if spec.k < 1 else 10.0)
-            self.scores.append(nn.Parameter(s))
+            self.scores.append(nn.Parameter(s.to(w.device)))
         self.sample_seed: int | None = None  # supermask: the seed of this step's Bernoulli draw (None: eval)
 
     def masks(self, straight_through: bool = True) -> dict[str, torch.Tensor]:
@@ -248,7 +248,8 @@ def learn_mask(model: nn.Module, data: DataSplits, hp: TrainingHparams, spec: St
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(hp, step)
         idx = order.indices(step)
-        net.sample_seed = seed * 1_000_003 + step if spec.method == "supermask" else None
+        # its own stream: BatchOrder seeds epoch e's permutation with seed * 1_000_003 + e from the same seed
+        net.sample_seed = derive_seed(seed, "supermask", step) if spec.method == "supermask" else None
         loss = training_loss(hp.loss, net(data.train_x[idx]), data.train_y[idx])
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
