@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import ModelHparams
-from .memory import channels_last_if_wide
+from .memory import ChannelsLastWhenWide
 from .width import scaled
 from .resnet import PRESET as RESNET_PRESET
 
@@ -39,16 +39,7 @@ class ConvModule(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-class CifarVGG(nn.Module):
-    @property
-    def memory_format(self) -> torch.memory_format | None:
-        """What build_model converts the drawn model to: channels_last, measured faster here (ResNet-20 on
-        1x28x28, batch 128, one CPU thread: 1.36x per training step; VGG-16 1.03-1.14x, bench/conv_speed.py),
-        at the standard widths only: with 2 or 4 channels per layer (width 0.125, 0.25) oneDNN's channels_last
-        backward crashed (segmentation fault) in about half of the runs tried with torch 2.13 on this CPU,
-        never in 24 runs at 8 or 16 (models/memory.py)."""
-        return channels_last_if_wide(self)
-
+class CifarVGG(ChannelsLastWhenWide, nn.Module):
     def __init__(self, input_shape: tuple[int, ...], depth: int, num_classes: int, width: float = 1.0):
         super().__init__()
         if depth not in PLANS:
