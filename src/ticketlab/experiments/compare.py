@@ -18,14 +18,14 @@ from .. import store
 from ..config import RunConfig
 from ..data import DataSplits
 from ..errors import TicketlabError
-from ..jobs import Progress, Runtime
+from ..jobs import Progress
 from ..pruning import ladder_density, layers_of
 from ..seeds import streams
 from .controls import Control, control_jobs
 from .lottery import level_jobs
 from .pai import CHECKS, method, pai_jobs
 from .plan import resolve
-from .study import check_before_planning, execute_all, options
+from .study import execute_all, prepared_runtime
 
 MAX_LEVELS = 200
 
@@ -62,10 +62,7 @@ def run_compare(config: RunConfig, methods: list[str], densities: list[float], *
     for d in densities:
         if not 0 < d < 1:
             raise TicketlabError(f"densities must be in (0, 1), got {d}")
-    runtime = Runtime(options(**run_options), progress)
-    if data is not None:
-        runtime.add_data(config.dataset, data)
-    check_before_planning(config, 0, runtime, data_given=data is not None)
+    runtime = prepared_runtime(config, 0, data, progress, **run_options)
     config = dataclasses.replace(config, kind="lottery")
     reps = resolve(config, [config.seed + r for r in range(replicates)], runtime)
     jobs, imp_levels = [], {}

@@ -27,7 +27,7 @@ from ..config import RunConfig
 from ..data import DATASETS, DataSplits, dataset_info
 from ..errors import TicketlabError
 from ..identity import digest
-from ..jobs import Progress, Runtime
+from ..jobs import Progress
 from ..masks import Mask
 from ..models import build_model
 from ..models.planted import TASKS, construct, evaluate_layers, parse, planted_mask, recovery
@@ -40,7 +40,7 @@ from .lottery import level_jobs
 from .pai import method as pai_method, pai_jobs
 from .plan import provenance, resolve
 from .strong import strong_jobs
-from .study import check_before_planning, execute_all, options
+from .study import execute_all, prepared_runtime
 
 PLANTED = "planted.safetensors"
 SEEK_METHODS = ("imp", "snip", "grasp", "synflow", "random", "magnitude", "edge-popup")
@@ -124,8 +124,7 @@ def run_seek(config: RunConfig, methods: list[str], densities: list[float], *, r
             raise TicketlabError(f"densities must be in (0, 1), got {d}")
     if replicates < 1:
         raise TicketlabError(f"replicates must be at least 1, got {replicates}")
-    runtime = Runtime(options(**run_options), progress)
-    check_before_planning(config, 0, runtime, data_given=False)
+    runtime = prepared_runtime(config, 0, None, progress, **run_options)
     config = dataclasses.replace(config, kind="lottery")
     seeds = [config.seed + r for r in range(replicates)]
     planted = [plant_record(task, depth, width, s, runtime.root) for s in seeds]

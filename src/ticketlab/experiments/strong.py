@@ -35,7 +35,7 @@ from ..training.supermask import (StrongSpec, evaluate_fixed, kept_count, large_
 from .job import require_healthy
 from .lottery import level_jobs
 from .plan import Replicate, dense_experiment, provenance, relative, resolve
-from .study import check_before_planning, execute_all, options
+from .study import execute_all, prepared_runtime
 
 
 # Each method's own recipe, layered between the model's preset and the user's settings (`ticketlab strong`):
@@ -148,10 +148,7 @@ def run_strong(config: RunConfig, method: str, ks: list[float], *, replicates: i
     spec = StrongSpec(method, ks[0], weights, scale_fan)
     for k in ks:
         dataclasses.replace(spec, k=k).check()
-    runtime = Runtime(options(**run_options), progress)
-    if data is not None:
-        runtime.add_data(config.dataset, data)
-    check_before_planning(config, 0, runtime, data_given=data is not None)
+    runtime = prepared_runtime(config, 0, data, progress, **run_options)
     config = dataclasses.replace(config, kind="train")
     reps = resolve(config, [config.seed + r for r in range(replicates)], runtime)
     folders, jobs = strong_jobs(config, spec, ks, reps, runtime)

@@ -107,14 +107,22 @@ def run_study(plan: StudyPlan, *, workers: int = 1, data: DataSplits | None = No
     executor="ray": one Ray task per job on the cluster at `address` ("auto", "HOST:PORT"; its nodes must see
     `root` at the same path), or with address None on a Ray instance started here with `workers` CPUs.
     """
-    runtime = Runtime(options(**run_options), progress)
-    if data is not None:
-        runtime.add_data(plan.config.dataset, data)
-    check_before_planning(plan.config, max([plan.levels or 0, *(s.level for s in plan.stability)]), runtime,
-                          data_given=data is not None)
+    runtime = prepared_runtime(plan.config, max([plan.levels or 0, *(s.level for s in plan.stability)]), data,
+                               progress, **run_options)
     reps, jobs = plan_jobs(plan, runtime)
     execute_all(jobs, runtime, workers, executor, address)
     return read_back(plan, reps, jobs, runtime.root)
+
+
+def prepared_runtime(config: RunConfig, levels: int, data: DataSplits | None, progress: Progress | None,
+                     **run_options: Any) -> Runtime:
+    """The runtime every run_* call plans on: `options`' settings, `data` (if given) standing in for
+    config.dataset, and the config checked before anything is planned or written (check_before_planning)."""
+    runtime = Runtime(options(**run_options), progress)
+    if data is not None:
+        runtime.add_data(config.dataset, data)
+    check_before_planning(config, levels, runtime, data_given=data is not None)
+    return runtime
 
 
 def check_before_planning(config: RunConfig, levels: int, runtime: Runtime, data_given: bool) -> None:
@@ -156,10 +164,7 @@ def train_ticket(config: RunConfig, path: str | Path, *, replicates: int = 1, st
     seed; `start` is "stored" (the file's weights and start step) or "own" (this model's initial weights)."""
     if replicates < 1:
         raise TicketlabError(f"replicates must be at least 1, got {replicates}")
-    runtime = Runtime(options(**run_options), progress)
-    if data is not None:
-        runtime.add_data(config.dataset, data)
-    check_before_planning(config, 0, runtime, data_given=data is not None)
+    runtime = prepared_runtime(config, 0, data, progress, **run_options)
     folder, jobs = ticket_jobs(config, path, [config.seed + r for r in range(replicates)], runtime, start)
     execute_all(jobs, runtime, workers, executor, address)
     result = StudyResult(folder)

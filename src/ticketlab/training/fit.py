@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from ..data import DataSplits
+from ..data import DataSplits, noise
 from .evaluate import evaluate
 
 
@@ -23,5 +23,5 @@ def train_fit(model: nn.Module, data: DataSplits) -> dict[str, Any]:
     clean = getattr(data, "train_y_clean", None)
     if clean is not None:
         out["final_train_accuracy_clean"] = evaluate(model, data.train_x, clean)[1]
-        out["train_labels_changed"] = int((clean != data.train_y).sum())
+        out["train_labels_changed"] = noise.record(data)["labels_changed"]
     return out

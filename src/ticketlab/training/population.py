@@ -160,7 +160,6 @@ def train_population(members: list[Member], data: DataSplits, hp: TrainingHparam
         m.mask.check_matches(m.model)
         if m.state is not None:
             m.model.load_state_dict(m.state["model"])
-    device = next(members[0].model.parameters()).device
     names = [k for k, p in members[0].model.named_parameters() if p.requires_grad]
     stack = _Stack([m.model for m in members], [m.mask for m in members])
     optimizer = _stacked_optimizer(stack, names, hp)
