@@ -98,8 +98,8 @@ def test_a_healthy_run_is_unchanged_by_the_checks(synthetic, monkeypatch):
 
     checked, checked_weights = run()
     monkeypatch.setattr(loop._LossLog, "add", lambda self, loss: None)
-    monkeypatch.setattr(loop, "_check_finite", lambda *args: None)
-    monkeypatch.setattr(loop, "_check_row", lambda *args: None)
+    monkeypatch.setattr(loop._Single, "nonfinite", lambda *args: {})
+    monkeypatch.setattr(loop, "_row_problem", lambda *args: None)
     plain, plain_weights = run()
     assert checked.evals == plain.evals and checked.summary() == plain.summary()
     assert all(torch.equal(checked_weights[k], plain_weights[k]) for k in plain_weights)

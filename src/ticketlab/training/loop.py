@@ -1,4 +1,8 @@
-"""The step-based training loop: masked updates, evaluation every N steps, exact checkpoint/resume.
+"""The one training loop of every kind of run: dense, IMP levels and controls, pruning at init, tickets,
+strong tickets (scores trained on frozen weights), supermasks and populations (training/population.py runs
+this loop over a stacked functional model). What differs between methods is a MaskPolicy
+(training/policy.py) called at fixed points; batches and augmentation, the LR schedule's application,
+evaluation, early stopping, divergence checks, checkpoints and exact resume are written here once.
 
 A run is a pure function of (initial weights, mask, hyper-parameters, data seed): the batch of step s and
 the LR of step s are computed from s, and the checkpoint holds the weights, optimizer state, RNG state and
@@ -16,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
@@ -24,10 +28,10 @@ from torch import nn
 from ..config import TrainingHparams
 from ..data import BatchOrder, DataSplits
 from ..errors import TicketlabError
-from ..masks import Mask, MaskApplier
+from ..masks import Mask
 from ..store import load_checkpoint, save_checkpoint
 from .evaluate import evaluate, training_loss
-from .optim import build_optimizer, lr_at
+from .policy import MaskPolicy, StaticMask
 
 
 @dataclass
@@ -66,8 +70,9 @@ class Diverged(TicketlabError):
 
 
 class _LossLog:
-    """Training losses since the last check, as tensors: appending costs no synchronisation with the device;
-    `first_bad` reads them once. Stacked every `CHUNK` steps so a long interval holds few tensors."""
+    """Training losses since the last check, as tensors ([rows] per step): appending costs no synchronisation
+    with the device; `first_bad` reads them once. Stacked every `CHUNK` steps so a long interval holds few
+    tensors."""
 
     CHUNK = 1024
 
@@ -77,42 +82,34 @@ class _LossLog:
         self.count = 0
 
     def add(self, loss: torch.Tensor) -> None:
-        self.pending.append(loss.detach())
+        self.pending.append(loss.detach().reshape(-1))
         self.count += 1
         if len(self.pending) == self.CHUNK:
             self.chunks.append(torch.stack(self.pending))
             self.pending = []
 
-    def first_bad(self) -> int | None:
-        """Offset (from the first logged step) of the first loss that is not finite; None if all are. Clears."""
+    def first_bad(self, step: int) -> dict[int, tuple[int, str]]:
+        """At evaluation point `step`: {row: (first step whose loss is not finite, reason)}. Clears."""
         if not self.count:
-            return None
-        losses = torch.cat(self.chunks + ([torch.stack(self.pending)] if self.pending else []))
+            return {}
+        first = step - self.count
+        losses = torch.cat(self.chunks + ([torch.stack(self.pending)] if self.pending else []))  # [steps, rows]
         self.chunks, self.pending, self.count = [], [], 0
         bad = ~torch.isfinite(losses)
-        return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
+        if not bool(bad.any()):
+            return {}
+        return {r: (first + int(bad[:, r].nonzero()[0, 0]), "loss is not finite")
+                for r in bad.any(0).nonzero().flatten().tolist()}
 
 
-def _check_finite(log: _LossLog, model: nn.Module, step: int, evals: list[dict[str, float]]) -> None:
-    """At an evaluation point `step`: raise Diverged if a training loss since the last check, or a weight or
-    buffer now, is not finite."""
-    first = step - log.count
-    offset = log.first_bad()
-    if offset is not None:
-        raise Diverged(first + offset, "loss is not finite", evals)
-    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
-    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
-        bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-        raise Diverged(step, f"weights are not finite ({', '.join(bad)})", evals)
-
-
-def _check_row(row: dict[str, float | None], step: int, evals: list[dict[str, float]], data: DataSplits) -> None:
+def _row_problem(row: dict[str, float | None], step: int, data: DataSplits) -> tuple[int, str] | None:
     """An evaluation loss that is not finite (on a split that has examples) is divergence too. Emptiness is
     read from the data, not from a NaN accuracy: a regression task has no accuracy on any split."""
     for split, examples in (("val", len(data.val_x)), ("test", len(data.test_x))):
         loss = row[f"{split}_loss"]
         if loss is not None and examples and not math.isfinite(loss):
-            raise Diverged(step, f"{'validation' if split == 'val' else 'test'} loss is not finite", evals)
+            return step, f"{'validation' if split == 'val' else 'test'} loss is not finite"
+    return None
 
 
 @dataclass
@@ -123,7 +120,7 @@ class Checkpointing:
 
 @dataclass
 class Hooks:
-    """Where a method or a data pipeline joins the loop without changing it."""
+    """Where a data pipeline or a caller joins the loop without changing it (methods are MaskPolicies)."""
 
     at_step: dict[int, Callable[[nn.Module], None]] = field(default_factory=dict)  # before the update of step s
     progress: Callable[[int, int], None] | None = None  # (step, last step)
@@ -135,87 +132,195 @@ class Hooks:
     at_end: Callable[[nn.Module, "TrainResult"], None] | None = None
 
 
-def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask, *, data_seed: int,
-          start_step: int = 0, checkpoint: Checkpointing | None = None, hooks: Hooks | None = None) -> TrainResult:
-    """Train `model` (already holding its starting weights) from `start_step` to hp.train_steps.
+class Trainee(Protocol):
+    """Networks the loop trains side by side: `rows` of them (1 for `train`; a stacked population in
+    training/population.py). Row r is a network; the loop keeps each row's evaluations, best weights and
+    divergence, and tells the trainee which rows are left when some diverge."""
 
-    Raises Diverged (a TicketlabError) when a training loss, the weights or an evaluation loss stop being
-    finite; the model then holds the non-finite weights and no checkpoint of them is written."""
-    hooks = hooks or Hooks()
-    applier = MaskApplier(model, mask)
-    applier.weights()
-    optimizer = build_optimizer(model, hp)
-    order = BatchOrder(len(data.train_x), hp.batch_size, data_seed, data.train_x.device)
-    evals: list[dict[str, float]] = []
-    step = start_step
-    torch.manual_seed(data_seed)  # dropout and any other stochastic layer
+    rows: int
+    optimizer: torch.optim.Optimizer
+    policy: MaskPolicy
 
-    best: dict[str, torch.Tensor] | None = None  # weights of the best validation loss, if not tested then
-    state = load_checkpoint(checkpoint.path) if checkpoint else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        step, evals, best = state["step"], state["evals"], state["best"]
-    applier.optimizer_state(optimizer)
-    last_saved = step
+    def loss(self, step: int) -> torch.Tensor: ...  # step's training loss: a scalar (one row) or [rows]
+    def after_backward(self, step: int) -> None: ...
+    def after_step(self, step: int) -> None: ...
+    def nonfinite(self, step: int) -> dict[int, str]: ...  # rows whose weights or buffers are not finite now
+    def evaluate(self, step: int, test: bool) -> list[dict[str, float | None]]: ...  # one row each
+    def snapshot(self, row: int) -> dict[str, torch.Tensor]: ...  # weights to test later (best val loss)
+    def save(self, row: int, step: int, evals: list[dict], best: dict | None) -> None: ...  # its checkpoint
+    def keep(self, rows: list[int]) -> None: ...  # only these rows go on (the others diverged)
+    def progress(self, step: int) -> None: ...
+    def finish(self, row: int, result: TrainResult, best: dict | None) -> None: ...  # final checks, best test
+
+
+def run_loop(t: Trainee, data: DataSplits, hp: TrainingHparams, step: int, evals: list[list[dict]],
+             best: list[dict | None], checkpoint_every: int | None) -> list[TrainResult | Diverged]:
+    """The one training loop: from `step` to hp.train_steps, every row of `t` alike. The evaluation schedule
+    (every eval_every steps and at the end; the test split every test_every), early stopping (minimum
+    validation loss; its weights kept when the test split is not evaluated there), divergence per row, and
+    checkpoints every `checkpoint_every` steps (at evaluation points) are written here once.
+
+    Returns one entry per row: its TrainResult, or its Diverged (the row then left the others)."""
+    results: list[TrainResult | Diverged | None] = [None] * t.rows
+    alive = list(range(t.rows))  # the row index (into evals, best, results) of each row t holds now
     test_every = hp.test_every or hp.eval_every
-
-    model.train()
-    lr = None
+    last_saved = step
     losses = _LossLog()
-    while True:
-        if (step % hp.eval_every == 0 or step == hp.train_steps) and not (evals and evals[-1]["step"] == step):
-            _check_finite(losses, model, step, evals)
-            row = _evaluate(model, data, step, test=step % test_every == 0 or step == hp.train_steps)
-            _check_row(row, step, evals, data)
-            if row["val_loss"] < min((e["val_loss"] for e in evals), default=float("inf")):
-                best = None if row["test_loss"] is not None else {k: v.clone() for k, v in model.state_dict().items()}
-            evals.append(row)
-            if checkpoint and step - last_saved >= checkpoint.every and step < hp.train_steps:
-                save_checkpoint(checkpoint.path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                  "rng": torch.get_rng_state(), "step": step, "evals": evals,
-                                                  "best": best})
+    lr = None
+    while alive:
+        if (step % hp.eval_every == 0 or step == hp.train_steps) and not (evals[alive[0]] and
+                                                                          evals[alive[0]][-1]["step"] == step):
+            bad = losses.first_bad(step)
+            for r, why in t.nonfinite(step).items():
+                bad.setdefault(r, (step, why))
+            rows = t.evaluate(step, step % test_every == 0 or step == hp.train_steps) if len(bad) < len(alive) \
+                else []
+            keep = []
+            for r, i in enumerate(alive):
+                why = bad.get(r) or _row_problem(rows[r], step, data)
+                if why is not None:
+                    results[i] = Diverged(why[0], why[1], evals[i])
+                    continue
+                row = rows[r]
+                if row["val_loss"] < min((e["val_loss"] for e in evals[i]), default=float("inf")):
+                    best[i] = None if row["test_loss"] is not None else t.snapshot(r)
+                evals[i].append(row)
+                keep.append(r)
+            if len(keep) < len(alive):
+                alive = [alive[r] for r in keep]
+                if not alive:
+                    break
+                t.keep(keep)
+            if checkpoint_every and step - last_saved >= checkpoint_every and step < hp.train_steps:
+                for r, i in enumerate(alive):
+                    t.save(r, step, evals[i], best[i])
                 last_saved = step
         if step == hp.train_steps:
             break
-        if step in hooks.at_step:
-            hooks.at_step[step](model)
-        if lr != (new_lr := lr_at(hp, step)):
+        if lr != (new_lr := t.policy.lr(hp, step)):
             lr = new_lr
-            for group in optimizer.param_groups:
+            for group in t.optimizer.param_groups:
                 group["lr"] = lr
-        idx = order.indices(step)
-        x, y = data.train_x[idx], data.train_y[idx]
-        if data.augment is not None:  # the data set's augmentation: a function of (data seed, step)
-            x = data.augment(x, data_seed, step)
-        if hooks.batch_transform:
-            x, y = hooks.batch_transform(x, y, step)
-        loss = training_loss(hp.loss, model(x), y)  # cross-entropy, or mse for regression (hp.loss)
+        loss = t.loss(step)
         losses.add(loss)
-        optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        applier.grads()
-        optimizer.step()
-        applier.weights()
+        t.optimizer.zero_grad(set_to_none=False)
+        (loss if loss.dim() == 0 else loss.sum()).backward()  # a sum of rows: each row's gradient is its own
+        t.after_backward(step)
+        t.optimizer.step()
+        t.after_step(step)
         step += 1
-        if hooks.progress:
-            hooks.progress(step, hp.train_steps)
-    result = _result(evals)
-    result.checks = applier.pruned_magnitudes(optimizer)
-    if result.early_stop is not None and result.early_stop["test_loss"] is None and best is not None:
-        _test_best_weights(model, best, data, result.early_stop)
-    if hooks.at_end:
-        hooks.at_end(model, result)
+        t.progress(step)
+    for r, i in enumerate(alive):
+        result = _result(evals[i])
+        t.finish(r, result, best[i])
+        results[i] = result
+    return results  # type: ignore[return-value]
+
+
+class _Single:
+    """One network as the loop's trainee: `policy.network(model)` called on its batches."""
+
+    rows = 1
+
+    def __init__(self, model: nn.Module, data: DataSplits, hp: TrainingHparams, policy: MaskPolicy,
+                 data_seed: int, hooks: Hooks, checkpoint: Checkpointing | None):
+        self.model, self.data, self.hp, self.policy, self.hooks = model, data, hp, policy, hooks
+        self.data_seed, self.checkpoint = data_seed, checkpoint
+        self.net = policy.network(model)
+        self.optimizer = policy.optimizer(self.net, hp)
+        self.order = BatchOrder(len(data.train_x), hp.batch_size, data_seed, data.train_x.device)
+
+    def loss(self, step: int) -> torch.Tensor:
+        if step in self.hooks.at_step:
+            self.hooks.at_step[step](self.model)
+        idx = self.order.indices(step)
+        x, y = self.data.train_x[idx], self.data.train_y[idx]
+        if self.data.augment is not None:  # the data set's augmentation: a function of (data seed, step)
+            x = self.data.augment(x, self.data_seed, step)
+        if self.hooks.batch_transform:
+            x, y = self.hooks.batch_transform(x, y, step)
+        self.policy.before_forward(step, self.net)
+        return training_loss(self.hp.loss, self.net(x), y)  # cross-entropy, or mse for regression (hp.loss)
+
+    def after_backward(self, step: int) -> None:
+        self.policy.after_backward(step, self.net)
+
+    def after_step(self, step: int) -> None:
+        self.policy.after_step(step, self.net, self.optimizer)
+
+    def nonfinite(self, step: int) -> dict[int, str]:
+        state = self.net.state_dict()
+        tensors = [t for t in state.values() if t.is_floating_point()]
+        if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+            return {0: f"weights are not finite ({', '.join(bad)})"}
+        return {}
+
+    def evaluate(self, step: int, test: bool) -> list[dict[str, float | None]]:
+        return [_evaluate(self.policy.evaluation(self.net), self.data, step, test)]
+
+    def snapshot(self, row: int) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.net.state_dict().items()}
+
+    def save(self, row: int, step: int, evals: list[dict], best: dict | None) -> None:
+        state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "rng": torch.get_rng_state(), "step": step, "evals": evals, "best": best}
+        if policy_state := self.policy.state_dict():
+            state["policy"] = policy_state
+        save_checkpoint(self.checkpoint.path, state)
+
+    def keep(self, rows: list[int]) -> None:  # one row: it stops when it diverges; nothing to drop
+        pass
+
+    def progress(self, step: int) -> None:
+        if self.hooks.progress:
+            self.hooks.progress(step, self.hp.train_steps)
+
+    def finish(self, row: int, result: TrainResult, best: dict | None) -> None:
+        self.policy.finish(self.net, self.optimizer, result)
+        if result.early_stop is not None and result.early_stop["test_loss"] is None and best is not None:
+            _test_best_weights(self.net, best, self.data, result.early_stop, self.policy.evaluation)
+        if self.hooks.at_end:
+            self.hooks.at_end(self.model, result)
+
+
+def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask | None = None, *, data_seed: int,
+          start_step: int = 0, checkpoint: Checkpointing | None = None, hooks: Hooks | None = None,
+          policy: MaskPolicy | None = None) -> TrainResult:
+    """Train `model` (already holding its starting weights) from `start_step` to hp.train_steps under `policy`
+    (a fixed `mask` is StaticMask(mask); neither: dense). Resumes from `checkpoint` when it holds one.
+
+    Raises Diverged (a TicketlabError) when a training loss, the weights or an evaluation loss stop being
+    finite; the model then holds the non-finite weights and no checkpoint of them is written."""
+    if policy is None:
+        policy = StaticMask(mask) if mask is not None else MaskPolicy()
+    elif mask is not None:
+        raise ValueError("train: give a mask or a policy, not both")
+    t = _Single(model, data, hp, policy, data_seed, hooks or Hooks(), checkpoint)
+    torch.manual_seed(data_seed)  # dropout and any other stochastic layer
+    step, evals, best = start_step, [], None
+    state = load_checkpoint(checkpoint.path) if checkpoint else None
+    if state is not None:
+        policy.load_checkpoint(t.net, state)
+        t.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        step, evals, best = state["step"], state["evals"], state["best"]
+    policy.start(t.net, t.optimizer)
+    t.net.train()
+    (result,) = run_loop(t, data, hp, step, [evals], [best], checkpoint.every if checkpoint else None)
+    if isinstance(result, Diverged):
+        raise result
     return result
 
 
-def _test_best_weights(model: nn.Module, best: dict[str, torch.Tensor], data: DataSplits, row: dict) -> None:
-    """Fill the early-stopping row's test figures from the weights kept at that step."""
-    final = {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best)
-    row["test_loss"], row["test_accuracy"] = evaluate(model, data.test_x, data.test_y)
-    model.load_state_dict(final)
+def _test_best_weights(net: nn.Module, best: dict[str, torch.Tensor], data: DataSplits, row: dict,
+                       evaluation: Callable[[nn.Module], nn.Module] = lambda net: net) -> None:
+    """Fill the early-stopping row's test figures from the weights kept at that step (`evaluation`: the
+    module a policy evaluates for `net`)."""
+    final = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best)
+    row["test_loss"], row["test_accuracy"] = evaluate(evaluation(net), data.test_x, data.test_y)
+    net.load_state_dict(final)
 
 
 def _evaluate(model: nn.Module, data: DataSplits, step: int, test: bool = True) -> dict[str, float | None]:

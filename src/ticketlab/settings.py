@@ -1,0 +1,61 @@
+"""A setting is named once: a dataclass field that carries its help, flag and choices.
+
+Every typed spec (the config sections in config.py, each experiment kind's spec) declares its fields with
+`setting(...)`; the CLI's flags, the TOML keys, the help text and the choices listed in it are all generated
+from these fields (cli/flags.py), so help never goes stale and TOML and flags cover the same fields.
+
+    @dataclass(frozen=True)
+    class TrainingHparams:
+        lr: float = setting(1.2e-3, "learning rate (default: the model's preset)")
+        optimizer: str = setting("adam", "adam or sgd", choices=("adam", "sgd"))
+
+Choices may be a function (called when the help is built), so a registry's names are read when a parser is
+made, after every registration: `choices=lambda: sorted(MODELS)`.
+
+Metadata never enters a result's identity: identity hashes `dataclasses.asdict` of the values alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+Choices = tuple[str, ...] | Callable[[], Iterable[str]] | None
+KEY = "ticketlab"  # the key of a field's metadata that holds its Setting
+
+
+@dataclass(frozen=True)
+class Setting:
+    help: str
+    flag: str | None = None  # the flag's name without dashes; None: the field's name with - for _
+    choices: Choices = None  # the values allowed (checked by the flag parser and listed in help)
+    metavar: str | None = None
+    old_flags: tuple[str, ...] = ()  # earlier spellings: accepted for one release, with a one-line notice
+    cli: bool = True  # False: TOML/Python only (say why in the help), e.g. a table of per-layer rates
+    steps: bool = False  # a duration: "500", "500it", "2ep", "1ep10it" (config.parse_steps)
+
+    def choice_list(self) -> list[str] | None:
+        if self.choices is None:
+            return None
+        values = self.choices() if callable(self.choices) else self.choices
+        return [str(v) for v in values]
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
+            **options: Any) -> Any:
+    """A dataclasses.field whose metadata holds a Setting(help, **options)."""
+    meta = {KEY: Setting(help=help, **options)}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def setting_of(f: dataclasses.Field) -> Setting | None:
+    """The Setting a field was declared with, or None for a plain field."""
+    return f.metadata.get(KEY)
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    s = setting_of(f)
+    return (s.flag if s is not None and s.flag else f.name).replace("_", "-")
