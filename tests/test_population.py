@@ -48,30 +48,79 @@ def _members(data, config, n=3, density=0.5):
     return out
 
 
-def test_population_of_three_equals_separate_runs(synthetic):
-    config = small_config(training=TRAINING)
-    trio = _members(synthetic, config)
-    separate = []
+# Population and separate training differ in the last bits (the order of float additions in batched
+# products) and training amplifies that: so both are checked to be deterministic on their own, and against
+# each other within stated tolerances, with margin over what was measured on this test's 120 steps (largest
+# relative weight difference 1.5e-5, validation loss 7e-7, accuracies equal). On long runs the difference
+# grows (a LeNet on Fashion-MNIST, 600 steps: up to 16% in weights), which is why a population's numerics
+# are never mixed with separate runs' in the store.
+WEIGHT_RTOL = 1e-3  # per tensor: |a - b| / |a| (Frobenius)
+LOSS_RTOL = 1e-4
+ACCURACY_ATOL = 0.01
+MASK_DIFF = 0.01  # fraction of the level-1 magnitude mask's entries that may differ
+
+
+def _train_alone(trio, data, hp):
+    out = []
     for model, mask, seed in trio:
         m = copy.deepcopy(model)
-        separate.append((m, train(m, synthetic, config.training, mask, data_seed=seed)))
+        out.append((m, train(m, data, hp, mask, data_seed=seed)))
+    return out
+
+
+def _train_together(trio, data, hp):
     members = [Member(copy.deepcopy(model), mask, seed) for model, mask, seed in trio]
-    results = train_population(members, synthetic, config.training)
+    return members, train_population(members, data, hp)
+
+
+def _magnitude_mask(state, mask, density=0.5):
+    """Global magnitude mask of the surviving weights (IMP's level-1 mask) and its threshold."""
+    kept = torch.cat([state[k][mask[k]].abs() for k in mask.keys()])
+    threshold = kept.sort(descending=True).values[int(density * len(kept)) - 1]
+    return {k: (state[k].abs() >= threshold) & mask[k] for k in mask.keys()}, float(threshold)
+
+
+def test_separate_runs_and_populations_are_each_deterministic(synthetic):
+    hp = small_config(training=dict(TRAINING, train_steps=60)).training
+    trio = _members(synthetic, small_config(training=TRAINING))
+    (a, _), (b, _) = _train_alone(trio[:1], synthetic, hp)[0], _train_alone(trio[:1], synthetic, hp)[0]
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    (m1, r1), (m2, r2) = _train_together(trio, synthetic, hp), _train_together(trio, synthetic, hp)
+    for x, y, rx, ry in zip(m1, m2, r1, r2):
+        assert all(torch.equal(x.model.state_dict()[k], y.model.state_dict()[k]) for k in x.model.state_dict())
+        assert rx.evals == ry.evals
+
+
+def test_population_of_three_agrees_with_separate_runs(synthetic):
+    config = small_config(training=TRAINING)
+    trio = _members(synthetic, config)
+    separate = _train_alone(trio, synthetic, config.training)
+    members, results = _train_together(trio, synthetic, config.training)
     for (alone, expected), member, got, (_, mask, _) in zip(separate, members, results, trio):
         a, b = alone.state_dict(), member.model.state_dict()
         assert set(a) == set(b)
         for k in a:
-            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
-            if k in mask.keys():  # exact masks: pruned weights are exactly 0, survivors mostly not
+            assert float((b[k] - a[k]).norm() / a[k].norm().clamp_min(1e-12)) <= WEIGHT_RTOL, k
+            if k in mask.keys():  # exact masks: pruned weights are exactly 0
                 assert bool((b[k][~mask[k]] == 0).all())
-        assert got.early_stop["step"] == expected.early_stop["step"]
         assert [e["step"] for e in got.evals] == [e["step"] for e in expected.evals]
         for ge, ee in zip(got.evals, expected.evals):
-            assert ge["val_loss"] == pytest.approx(ee["val_loss"], rel=1e-4)
+            assert ge["val_loss"] == pytest.approx(ee["val_loss"], rel=LOSS_RTOL)
+            assert ge["val_accuracy"] == pytest.approx(ee["val_accuracy"], abs=ACCURACY_ATOL)
             assert (ge["test_loss"] is None) == (ee["test_loss"] is None)
+        assert got.early_stop["val_loss"] == pytest.approx(expected.early_stop["val_loss"], rel=LOSS_RTOL)
         assert got.summary()["final_test_accuracy"] == pytest.approx(expected.summary()["final_test_accuracy"],
-                                                                     abs=2e-3)
+                                                                     abs=ACCURACY_ATOL)
         assert got.checks == {"weight": 0.0, "grad": 0.0, "optimizer_state": 0.0}
+        # the next level's mask: equal where the weights agree; an entry can differ only if its magnitude
+        # lies between the two thresholds, widened by the weights' difference
+        ma, ta = _magnitude_mask(a, mask)
+        mb, tb = _magnitude_mask(b, mask)
+        differ = sum(int((ma[k] != mb[k]).sum()) for k in mask.keys())
+        assert differ <= MASK_DIFF * sum(int(mask[k].sum()) for k in mask.keys())
+        for k in mask.keys():
+            near = abs(ta - tb) + float((a[k] - b[k]).abs().max())
+            assert bool(((a[k].abs() - ta).abs()[ma[k] != mb[k]] <= near + 1e-12).all())
 
 
 def test_diverged_member_leaves_and_others_continue(synthetic):

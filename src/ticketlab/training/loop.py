@@ -304,7 +304,7 @@ def train(model: nn.Module, data: DataSplits, hp: TrainingHparams, mask: Mask | 
         policy.load_checkpoint(t.net, state)
         t.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
-        step, evals, best = state["step"], state["evals"], state["best"]
+        step, evals, best = state["step"], state["evals"], state.get("best")  # none in older strong checkpoints
     policy.start(t.net, t.optimizer)
     t.net.train()
     (result,) = run_loop(t, data, hp, step, [evals], [best], checkpoint.every if checkpoint else None)

@@ -6,8 +6,8 @@ architecture, the TrainingHparams and the start step. Their parameters are stack
 the member's module, so any nn.Module works; the losses of the members (each its own mean over its own batch)
 are summed, so each member's gradient is exactly its own. Adam and SGD are elementwise, so one fused optimizer
 over the stacked tensors makes each member's update its own run's. Masks, evaluation, early stopping,
-divergence and checkpoints are per member, exactly as `training.loop.train` does them for one network; the
-only difference from N separate runs is the last bits of the batched products (results agree within float
+divergence and checkpoints are per member: the population is a trainee of the one training loop
+(training.loop.run_loop), which runs it exactly as it runs one network under `train`; the only difference from N separate runs is the last bits of the batched products (results agree within float
 tolerance, not bit for bit).
 
 Batch norm is per member: its running statistics are stacked buffers that the vmapped forward pass updates in
@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -47,8 +46,9 @@ from ..data import BatchOrder, DataSplits
 from ..masks import Mask, prunable
 from ..store import save_checkpoint
 from .evaluate import eval_batch_size
-from .loop import Checkpointing, Diverged, Hooks, TrainResult, _result, _test_best_weights, train
-from .optim import build_optimizer, lr_at
+from .loop import Checkpointing, Diverged, Hooks, TrainResult, _test_best_weights, run_loop, train
+from .optim import build_optimizer
+from .policy import MaskPolicy
 
 TrainFn = Callable[..., TrainResult]
 _TRAINER: contextvars.ContextVar[TrainFn | None] = contextvars.ContextVar("ticketlab_trainer", default=None)
@@ -171,75 +171,85 @@ def train_population(members: list[Member], data: DataSplits, hp: TrainingHparam
             if torch.is_tensor(value) and value.shape == stack.params[k].shape and k in stack.masks:
                 value.mul_(stack.masks[k])
 
-    base = copy.deepcopy(members[0].model).to("meta")
-    alive = list(range(len(members)))  # member index of each stacked row
     evals: list[list[dict]] = [list(m.state["evals"]) if m.state else [] for m in members]
     best: list[dict | None] = [m.state["best"] if m.state else None for m in members]
-    results: list[TrainResult | Diverged | None] = [None] * len(members)
-    orders = [BatchOrder(len(data.train_x), hp.batch_size, m.data_seed, data.train_x.device) for m in members]
-    last_saved = step
-    test_every = hp.test_every or hp.eval_every
     every = min((m.checkpoint.every for m in members if m.checkpoint), default=None)
-    losses: list[torch.Tensor] = []  # [rows] per step since the last check
-    loss_fn = torch.func.vmap(_member_loss(base))
-    lr = None
-    base.train()
-    while alive:
-        if (step % hp.eval_every == 0 or step == hp.train_steps) and not (evals[alive[0]] and
-                                                                          evals[alive[0]][-1]["step"] == step):
-            bad = _check_finite(losses, stack, step)
-            losses = []
-            rows = _evaluate_all(base, stack, data, step, step % test_every == 0 or step == hp.train_steps)
-            keep = []
-            for r, i in enumerate(alive):
-                why = bad.get(r) or _row_problem(rows[r], step, data)
-                if why is not None:
-                    results[i] = Diverged(why[0], why[1], evals[i])
-                    continue
-                row = rows[r]
-                if row["val_loss"] < min((e["val_loss"] for e in evals[i]), default=float("inf")):
-                    best[i] = None if row["test_loss"] is not None else stack.member_state(r)
-                evals[i].append(row)
-                keep.append(r)
-            if len(keep) < len(alive):
-                alive = [alive[r] for r in keep]
-                stack, optimizer = _keep(stack, optimizer, names, keep, hp)
-                if not alive:
-                    break
-            if every and step - last_saved >= every and step < hp.train_steps:
-                for r, i in enumerate(alive):
-                    _save_member(members[i], stack, optimizer, names, r, hp, lr, step, evals[i], best[i])
-                last_saved = step
-            for i in alive:
-                if members[i].hooks and members[i].hooks.progress:
-                    members[i].hooks.progress(step, hp.train_steps)
-        if step == hp.train_steps:
-            break
-        if lr != (new_lr := lr_at(hp, step)):
-            lr = new_lr
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        idx = torch.stack([orders[i].indices(step) for i in alive])
-        x = data.train_x[idx]
-        if data.augment is not None:  # each member's batch augmented from its own data seed, as in its own run
-            x = torch.stack([data.augment(x[r], members[i].data_seed, step) for r, i in enumerate(alive)])
-        loss = loss_fn(stack.params, stack.buffers, x, data.train_y[idx])
-        losses.append(loss.detach())
-        optimizer.zero_grad(set_to_none=False)
-        loss.sum().backward()
-        _apply(stack, grads=True)
-        optimizer.step()
-        _apply(stack, grads=False)
-        step += 1
-    for r, i in enumerate(alive):
-        m = members[i]
-        m.model.load_state_dict(stack.member_state(r))
-        result = _result(evals[i])
-        result.checks = _pruned_magnitudes(stack, optimizer, r)
-        if result.early_stop is not None and result.early_stop["test_loss"] is None and best[i] is not None:
-            _test_best_weights(m.model, best[i], data, result.early_stop)
-        results[i] = result
-    return results  # type: ignore[return-value]
+    return run_loop(_Population(members, stack, optimizer, names, data, hp), data, hp, step, evals, best, every)
+
+
+class _Population:
+    """The members' stack as the one loop's trainee (training.loop.Trainee): row r of every stacked tensor is
+    a member; the loop keeps each row's evaluations, best weights and divergence."""
+
+    policy = MaskPolicy()  # the LR schedule of weight training; masks are applied to the stack below
+
+    def __init__(self, members: list[Member], stack: _Stack, optimizer: torch.optim.Optimizer, names: list[str],
+                 data: DataSplits, hp: TrainingHparams):
+        self.members, self.stack, self.optimizer, self.names, self.data, self.hp = (members, stack, optimizer,
+                                                                                    names, data, hp)
+        self.alive = list(range(len(members)))  # member index of each stacked row
+        self.base = copy.deepcopy(members[0].model).to("meta")
+        self.base.train()
+        self.loss_fn = torch.func.vmap(_member_loss(self.base))
+        self.orders = [BatchOrder(len(data.train_x), hp.batch_size, m.data_seed, data.train_x.device)
+                       for m in members]
+
+    @property
+    def rows(self) -> int:
+        return len(self.alive)
+
+    def loss(self, step: int) -> torch.Tensor:
+        idx = torch.stack([self.orders[i].indices(step) for i in self.alive])
+        x = self.data.train_x[idx]
+        if self.data.augment is not None:  # each member's batch augmented from its own data seed, as alone
+            x = torch.stack([self.data.augment(x[r], self.members[i].data_seed, step)
+                             for r, i in enumerate(self.alive)])
+        return self.loss_fn(self.stack.params, self.stack.buffers, x, self.data.train_y[idx])  # [rows]
+
+    def after_backward(self, step: int) -> None:
+        _apply(self.stack, grads=True)
+
+    def after_step(self, step: int) -> None:
+        _apply(self.stack, grads=False)
+
+    def nonfinite(self, step: int) -> dict[int, str]:
+        tensors = {**self.stack.params, **self.stack.buffers}
+        finite = {k: torch.isfinite(v.detach().flatten(1)).all(1) for k, v in tensors.items()
+                  if v.is_floating_point()}
+        if not finite or bool(torch.stack(list(finite.values())).all()):
+            return {}
+        out = {}
+        for r in range(self.rows):
+            if bad := [k for k, ok in finite.items() if not bool(ok[r])]:
+                out[r] = f"weights are not finite ({', '.join(bad)})"
+        return out
+
+    def evaluate(self, step: int, test: bool) -> list[dict[str, float | None]]:
+        return _evaluate_all(self.base, self.stack, self.data, step, test)
+
+    def snapshot(self, row: int) -> dict[str, torch.Tensor]:
+        return self.stack.member_state(row)
+
+    def save(self, row: int, step: int, evals: list[dict], best: dict | None) -> None:
+        _save_member(self.members[self.alive[row]], self.stack, self.optimizer, self.names, row, self.hp,
+                     self.optimizer.param_groups[0]["lr"], step, evals, best)
+
+    def keep(self, rows: list[int]) -> None:
+        self.alive = [self.alive[r] for r in rows]
+        self.stack, self.optimizer = _keep(self.stack, self.optimizer, self.names, rows, self.hp)
+
+    def progress(self, step: int) -> None:
+        if step % self.hp.eval_every == 0 or step == self.hp.train_steps:
+            for i in self.alive:
+                if self.members[i].hooks and self.members[i].hooks.progress:
+                    self.members[i].hooks.progress(step, self.hp.train_steps)
+
+    def finish(self, row: int, result: TrainResult, best: dict | None) -> None:
+        m = self.members[self.alive[row]]
+        m.model.load_state_dict(self.stack.member_state(row))
+        result.checks = _pruned_magnitudes(self.stack, self.optimizer, row)
+        if result.early_stop is not None and result.early_stop["test_loss"] is None and best is not None:
+            _test_best_weights(m.model, best, self.data, result.early_stop)
 
 
 def _member_loss(base: nn.Module) -> Callable:
@@ -335,37 +345,6 @@ def _keep(stack: _Stack, optimizer: torch.optim.Optimizer, names: list[str], row
                                               v.clone() if torch.is_tensor(v) else v)
                                           for n, v in old_state[k].items()}
     return stack, new
-
-
-def _check_finite(losses: list[torch.Tensor], stack: _Stack, step: int) -> dict[int, tuple[int, str]]:
-    """Rows whose training loss since the last check (first bad step) or weights now are not finite."""
-    out: dict[int, tuple[int, str]] = {}
-    if losses:
-        table = torch.stack(losses)  # [steps, rows]
-        bad = ~torch.isfinite(table)
-        if bool(bad.any()):
-            first = step - len(losses)
-            for r in bad.any(0).nonzero().flatten().tolist():
-                out[r] = (first + int(bad[:, r].nonzero()[0, 0]), "loss is not finite")
-    tensors = {**stack.params, **stack.buffers}
-    finite = {k: torch.isfinite(v.detach().flatten(1)).all(1) for k, v in tensors.items() if v.is_floating_point()}
-    if finite and not bool(torch.stack(list(finite.values())).all()):
-        for r in range(len(next(iter(finite.values())))):
-            if r not in out:
-                bad_keys = [k for k, ok in finite.items() if not bool(ok[r])]
-                if bad_keys:
-                    out[r] = (step, f"weights are not finite ({', '.join(bad_keys)})")
-    return out
-
-
-def _row_problem(row: dict, step: int, data: DataSplits) -> tuple[int, str] | None:
-    """training.loop._check_row for one member: a loss that is not finite on a split that has examples (read
-    from the data, as the loop does, not from a NaN accuracy)."""
-    for split, examples in (("val", len(data.val_x)), ("test", len(data.test_x))):
-        loss = row[f"{split}_loss"]
-        if loss is not None and examples and not math.isfinite(loss):
-            return step, f"{'validation' if split == 'val' else 'test'} loss is not finite"
-    return None
 
 
 @torch.inference_mode()

@@ -18,8 +18,10 @@ Frozen weights are the model's own initial weights or the signed Kaiming constan
 running statistics still update in training mode. The LR follows a cosine from hp.lr to 0 over
 hp.train_steps (edge-popup's schedule), after hp.warmup_steps of linear warm-up.
 
-Batches come from data.BatchOrder, so the run is a function of (seed, step) and resumes bit-identically
-from its checkpoint (scores, optimizer, buffers, RNG, evaluations).
+Learning runs on the one training loop (training/loop.py) under a ScoresPolicy: batches, the data set's
+augmentation, the evaluation schedule, divergence checks and checkpoints are the loop's, so the run is a
+function of (seed, step) and resumes bit-identically from its checkpoint (scores, optimizer, buffers, RNG,
+evaluations).
 """
 
 from __future__ import annotations
@@ -34,13 +36,13 @@ from torch import nn
 from torch.func import functional_call
 
 from ..config import TrainingHparams
-from ..data import BatchOrder, DataSplits
+from ..data import DataSplits
 from ..errors import TicketlabError
 from ..masks import Mask, prunable
 from ..seeds import derive_seed
-from ..store import load_checkpoint, save_checkpoint
-from .evaluate import evaluate, training_loss
-from .loop import TrainResult, _result
+from .evaluate import evaluate
+from .loop import Checkpointing, Hooks, TrainResult, _result, train
+from .policy import MaskPolicy, register_policy
 
 METHODS = ("edge-popup", "supermask", "lfss")
 WEIGHTS = ("own", "signed_constant")
@@ -188,11 +190,62 @@ def cosine_lr(hp: TrainingHparams, step: int) -> float:
     return lr
 
 
-def _optimizer(params: list[nn.Parameter], hp: TrainingHparams) -> torch.optim.Optimizer:
-    if hp.optimizer == "adam":
-        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-    return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                           weight_decay=hp.weight_decay)
+@register_policy("scores")
+class ScoresPolicy(MaskPolicy):
+    """Edge-popup and supermask as a policy of the one loop: the loop trains MaskedNet's scores (weights
+    frozen) with its batches, augmentation, evaluation schedule, divergence checks and checkpoints.
+
+    What differs from weight training, each a choice of the reference codes: the LR is a cosine over
+    hp.train_steps (edge-popup); the optimizer is torch's non-fused Adam/SGD over the scores only (the
+    fused kernels round differently, and stored strong runs were made with these); supermask draws its
+    Bernoulli mask of step s from derive_seed(seed, "supermask", s) (its own stream, so resume and
+    evaluation never shift it) and evaluates the deterministic mask sigmoid(s) > 0.5."""
+
+    name = "scores"
+
+    def __init__(self, spec: StrongSpec, seed: int):
+        self.spec, self.seed = spec, seed
+        self.frozen: dict[str, torch.Tensor] = {}
+        self.net: MaskedNet | None = None
+
+    def network(self, model: nn.Module) -> nn.Module:
+        self.frozen = {k: v.detach().clone() for k, v in model.named_parameters()}
+        device = next(model.parameters()).device
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "scores"))
+        self.net = MaskedNet(model, self.spec, gen).to(device)  # kept: learn_mask reads its mask at the end
+        return self.net
+
+    def optimizer(self, net: nn.Module, hp: TrainingHparams) -> torch.optim.Optimizer:
+        params = list(net.scores)
+        if hp.optimizer == "adam":
+            return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+                               weight_decay=hp.weight_decay)
+
+    def lr(self, hp: TrainingHparams, step: int) -> float:
+        return cosine_lr(hp, step)
+
+    def before_forward(self, step: int, net: nn.Module) -> None:
+        net.sample_seed = derive_seed(self.seed, "supermask", step) if self.spec.method == "supermask" else None
+
+    def evaluation(self, net: nn.Module) -> nn.Module:
+        net.sample_seed = None  # the deterministic mask
+        return net
+
+    def load_checkpoint(self, net: nn.Module, state: dict[str, Any]) -> None:
+        if "scores" not in state:  # the loop's own format
+            return super().load_checkpoint(net, state)
+        with torch.no_grad():  # a checkpoint of the earlier strong-ticket loop: scores and buffers only
+            for s, saved in zip(net.scores, state["scores"]):
+                s.copy_(saved)
+            for name, b in net.model.named_buffers():
+                b.copy_(state["buffers"][name])
+
+    def finish(self, net: nn.Module, optimizer: torch.optim.Optimizer, result: Any) -> None:
+        net.sample_seed = None
+        changed = [k for k, v in net.model.named_parameters() if not torch.equal(v.detach(), self.frozen[k])]
+        if changed:
+            raise RuntimeError(f"frozen weights changed while learning a mask: {changed}")
 
 
 @dataclass
@@ -206,63 +259,18 @@ class Learned:
 def learn_mask(model: nn.Module, data: DataSplits, hp: TrainingHparams, spec: StrongSpec, *, seed: int,
                checkpoint: Path | None = None, checkpoint_every: int = 1000,
                progress: Callable[[int, int], None] | None = None) -> Learned:
-    """Learn an edge-popup or supermask mask on `model`'s frozen weights (prepare_frozen first). `seed` drives
-    the score init, batch order and Bernoulli draws. Raises RuntimeError if any weight changed."""
+    """Learn an edge-popup or supermask mask on `model`'s frozen weights (prepare_frozen first) with the one
+    training loop (training.loop.train under a ScoresPolicy). `seed` drives the score init, batch order,
+    augmentation, dropout and Bernoulli draws. Raises Diverged when the loss or the scores stop being
+    finite, RuntimeError if any weight changed."""
     spec.check()
     if spec.method not in ("edge-popup", "supermask"):
         raise TicketlabError(f"{spec.method} is not learned: use large_final_same_sign")
-    before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    device = data.train_x.device
-    net = MaskedNet(model, spec, torch.Generator().manual_seed(derive_seed(seed, "scores"))).to(device)
-    optimizer = _optimizer(list(net.scores), hp)
-    order = BatchOrder(len(data.train_x), hp.batch_size, seed, device)
-    torch.manual_seed(seed)  # dropout
-    step, evals = 0, []
-    state = load_checkpoint(checkpoint) if checkpoint else None
-    if state is not None:
-        with torch.no_grad():
-            for s, saved in zip(net.scores, state["scores"]):
-                s.copy_(saved)
-            for name, b in model.named_buffers():
-                b.copy_(state["buffers"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        step, evals = state["step"], state["evals"]
-    last_saved = step
-    net.train()
-    while True:
-        if (step % hp.eval_every == 0 or step == hp.train_steps) and not (evals and evals[-1]["step"] == step):
-            net.sample_seed = None
-            val_loss, val_acc = evaluate(net, data.val_x, data.val_y)
-            test_loss, test_acc = evaluate(net, data.test_x, data.test_y)
-            evals.append({"step": step, "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss,
-                          "test_accuracy": test_acc})
-            if checkpoint and step - last_saved >= checkpoint_every and step < hp.train_steps:
-                save_checkpoint(checkpoint, {"scores": [s.detach().clone() for s in net.scores],
-                                             "buffers": {k: v.clone() for k, v in model.named_buffers()},
-                                             "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                                             "step": step, "evals": evals})
-                last_saved = step
-        if step == hp.train_steps:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(hp, step)
-        idx = order.indices(step)
-        # its own stream: BatchOrder seeds epoch e's permutation with seed * 1_000_003 + e from the same seed
-        net.sample_seed = derive_seed(seed, "supermask", step) if spec.method == "supermask" else None
-        loss = training_loss(hp.loss, net(data.train_x[idx]), data.train_y[idx])
-        optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        if progress:
-            progress(step, hp.train_steps)
-    net.sample_seed = None
-    changed = [k for k, v in model.named_parameters() if not torch.equal(v.detach(), before[k])]
-    if changed:
-        raise RuntimeError(f"frozen weights changed while learning a mask: {changed}")
-    return Learned(net.binary_mask(), _result(evals), changed, {k: v.detach().clone() for k, v in
-                                                                 model.state_dict().items()})
+    policy = ScoresPolicy(spec, seed)
+    result = train(model, data, hp, data_seed=seed, policy=policy, hooks=Hooks(progress=progress),
+                   checkpoint=Checkpointing(checkpoint, checkpoint_every) if checkpoint else None)
+    return Learned(policy.net.binary_mask(), result, [],
+                   {k: v.detach().clone() for k, v in model.state_dict().items()})
 
 
 def summary_of(result: TrainResult) -> dict[str, Any]:
