@@ -130,7 +130,8 @@ def test_a_diverged_level_is_finished_and_nothing_is_pruned_from_it(tmp_path, sy
     [exp] = tmp_path.glob("lottery_*")
     level0, level1 = strict_json(exp / "seed_0/level_0/summary.json"), strict_json(exp / "seed_0/level_1/summary.json")
     assert level0["status"] == "ok" and level0["final_test_accuracy"] > 0.3
-    assert level1["status"] == "diverged" and isinstance(level1["diverged_at_step"], int)
+    # the first update at LR 1e6 throws the weights far off: the second step's loss is the first not finite
+    assert level1["status"] == "diverged" and level1["diverged_at_step"] == 2
     assert level1["diverged_because"] == "loss is not finite"
     assert all(level1[k] is None for k in ACCURACIES)
     assert f"step {level1['diverged_at_step']} " in message

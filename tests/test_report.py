@@ -12,6 +12,7 @@ import pytest
 from conftest import small_config
 
 from ticketlab.errors import TicketlabError
+from ticketlab.matching import matches
 from ticketlab.experiments.study import StudyPlan, parse_controls, run_study
 from ticketlab.report.html import write_report
 from ticketlab.store import read_json, write_json
@@ -62,7 +63,10 @@ def test_tables_hold_the_stored_numbers(study, variant, level, pattern):
     assert rec["early_stop_test_accuracy_pct_max"] == pytest.approx(max(acc))
     assert rec["early_stop_step_mean"] == pytest.approx(statistics.fmean(s["early_stop_step"] for s in stored))
     assert rec["weights_remaining_pct"] == pytest.approx(stored[0]["density"] * 100)
-    assert rec["matching"] in (True, False) and row["matching"] in ("true", "false")
+    dense = [s["early_stop_test_accuracy"] for s in _summaries(exp, "seed_*/level_0/summary.json")]
+    want = matches(statistics.fmean(s["early_stop_test_accuracy"] for s in stored), statistics.fmean(dense),
+                   statistics.stdev(dense))
+    assert rec["matching"] is want and row["matching"] == str(want).lower()
 
 
 def test_html_shows_every_variant_and_level_self_contained(study):

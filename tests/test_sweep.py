@@ -49,7 +49,8 @@ def test_sweep_rows_hold_train_error_and_parameter_counts_and_a_rerun_trains_not
         assert r["params"] == r["weights"] + h + g + 10 and r["surviving"] == r["weights"]
         assert 0 <= r["final_train_accuracy"] <= 1 and r["final_train_loss"] > 0
         if r["dataset.label_noise"]:
-            assert r["train_labels_changed"] == 120 and r["final_train_accuracy_clean"] is not None
+            assert r["train_labels_changed"] == 120  # of 600: the two accuracies differ on those labels only
+            assert abs(r["final_train_accuracy"] - r["final_train_accuracy_clean"]) <= 120 / 600
         else:
             assert r["final_train_accuracy_clean"] is None
     stamps = {r["job_dir"]: (tmp_path / r["job_dir"] / "summary.json").stat().st_mtime_ns for r in first.rows}

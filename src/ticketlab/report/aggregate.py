@@ -6,17 +6,16 @@ A variant is 'ticket' for the IMP levels themselves, or a control's variant ('re
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from .. import store
+from ..matching import matches
 from ..errors import TicketlabError
 
 METRICS = ("early_stop_test_accuracy", "early_stop_step", "final_test_accuracy")
 OK, DIVERGED = "ok", "diverged"  # a row's status; diverged: training stopped on a loss or weights not finite
-DENSE_SPREAD_FLOOR = 0.002  # with one dense replicate, "matching" = within 0.2 pp (LMC section 4.4)
 
 
 def healthy(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -49,7 +48,7 @@ def collect(paths: list[str | Path], allow_empty: bool = False) -> list[dict[str
             if seeds is not None and seed not in seeds:
                 continue
             for summary_file in store.job_summaries(seed_dir):
-                s = json.loads(summary_file.read_text())
+                s = store.read_json(summary_file)  # a key it lacks: one line naming the file
                 rows.append({"experiment": exp.name, "seed": seed, "variant": s.get("variant", "ticket"),
                              "index": s.get("control_index", 0), "level": s["level"], "density": s["density"],
                              "layer_density": s["layer_density"], "job_dir": str(summary_file.parent),
@@ -70,8 +69,8 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (experiment, variant, level) with n jobs and the statistics of every metric, plus the
-    verdict: *matching* when the mean test accuracy at early stop is within the dense spread (the dense
-    replicates' std, at least 0.2 pp) of the dense mean, or above it.
+    verdict: *matching* (ticketlab.matching) when the mean test accuracy at early stop is within the dense
+    spread (the dense replicates' std, at least matching.TOLERANCE) of the dense mean, or above it.
 
     Diverged jobs are counted apart and left out of everything else: `n` and `seeds` are the jobs that
     trained to the end, `diverged` and `diverged_seeds` the others."""
@@ -101,11 +100,10 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _matching(entry: dict[str, Any], dense: dict[str, Any] | None) -> bool | None:
-    if dense is None or None in (entry["early_stop_test_accuracy"]["mean"], dense["early_stop_test_accuracy"]["mean"]):
+    if dense is None:
         return None
     d = dense["early_stop_test_accuracy"]
-    spread = max(d["std"] or 0.0, DENSE_SPREAD_FLOOR)
-    return entry["early_stop_test_accuracy"]["mean"] >= d["mean"] - spread
+    return matches(entry["early_stop_test_accuracy"]["mean"], d["mean"], d["std"])
 
 
 def curves(rows: list[dict[str, Any]], variant: str, level: int,

@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .. import matching
 from ..errors import TicketlabError
 from ..store import CONFIG, read_json, store_part
-from . import compare, figures, stability
+from . import across_experiments, figures, stability
 from .aggregate import METRICS, aggregate, collect, experiment_dirs, healthy
 from .overlap import overlap_table
 
@@ -52,8 +53,9 @@ def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:.2f}"
 
 
-def verdict(matching: bool | None) -> str:
-    return "n/a" if matching is None else ("*matching*" if matching else "not matching")
+def verdict(matched: bool | None) -> str:
+    """The aggregate's verdict (ticketlab.matching) as the report writes it."""
+    return "n/a" if matched is None else ("*matching*" if matched else "not matching")
 
 
 def _spread_cell(stat: dict[str, float | None], spread: str) -> str:
@@ -142,7 +144,8 @@ def _verdict_blocks(entries: list[dict[str, Any]], spread: str) -> list[tuple]:
               for e in _ordered(entries)]
     return [("h3", "Results: test accuracy at early stop (%)"),
             ("p", f"Each cell: mean {spread_text} over jobs, number of jobs, and the verdict: *matching* when "
-                  "the mean is at least the dense mean minus the dense replicates' std (at least 0.2 pp)."),
+                  f"the mean is at least the dense mean minus the dense replicates' std (at least "
+                  f"{100 * matching.TOLERANCE:g} pp)."),
             ("table", ["level", "% weights remaining", *variants], rows),
             ("h3", "All statistics"),
             ("table", ["level", "variant", "n", "% remaining", "acc. mean", "acc. min", "acc. max", "acc. std",
@@ -280,13 +283,13 @@ def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "mi
             blocks += [("h3", "Figures")] + fig_blocks.get(name, [])
             blocks += _overlap_blocks([o for o in overlap if o["experiment"] == name], entries)
         blocks += stable
-    compared = compare.accuracy_by_experiment(table, exp_dirs, out, spread)
+    compared = across_experiments.accuracy_by_experiment(table, exp_dirs, out, spread)
     if compared is not None:
         files.update({p.name: p for p in compared})
         blocks += [("h2", "Experiments compared"),
                    ("figure", compared, "Test accuracy at early stop of each experiment's tickets vs weights "
                     "remaining; experiments are labelled by the hyper-parameters that differ between them: "
-                    + "; ".join(f"{n}: {lab}" for n, lab in compare.labels(exp_dirs).items()) + ".")]
+                    + "; ".join(f"{n}: {lab}" for n, lab in across_experiments.labels(exp_dirs).items()) + ".")]
     (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
     (out / "report.md").write_text(render_md(blocks), encoding="utf-8")
     files = {"html": out / "report.html", "md": out / "report.md", **files}

@@ -2,7 +2,8 @@
 and what they say about what the method found, in a table, a figure, Markdown and HTML.
 
 Rows come from experiments.compare (read back from the store). Collapsed masks (no input-output path) are
-never averaged in: they are counted and flagged.
+never averaged in: they are counted and flagged. A sanity check "does as well" as its method by the one
+matching rule (ticketlab.matching), with the method's own runs in the dense network's place.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ..matching import matches
 from .aggregate import _stats
 from .figures import _density_axis, _save
 
 CHECK_STYLE = {"ticket": "-", "check_shuffle": "--", "check_reinit": ":", "check_invert": "-."}
 CHECK_TEXT = {"check_shuffle": "shuffled within layers", "check_reinit": "re-initialised",
               "check_invert": "inverted scores (keep the lowest)"}
-TOLERANCE = 0.005  # a check "does as well" when its mean is within 0.5 pp of the method's, or its spread
 INCONCLUSIVE = 0.05  # beyond a 5 pp spread of the method's own runs, a verdict says so instead
 
 
@@ -51,9 +52,9 @@ def verdicts(table: list[dict[str, Any]]) -> list[str]:
         base = tickets.get((e["method"], e["requested_density"]))
         if e["variant"] == "ticket" or base is None or None in (e["accuracy"]["mean"], base["accuracy"]["mean"]):
             continue
-        spread = max(TOLERANCE, (base["accuracy"]["max"] or 0) - (base["accuracy"]["min"] or 0))
+        spread = (base["accuracy"]["max"] or 0) - (base["accuracy"]["min"] or 0)  # of the method's own runs
         delta = e["accuracy"]["mean"] - base["accuracy"]["mean"]
-        holds = delta >= -spread
+        holds = matches(e["accuracy"]["mean"], base["accuracy"]["mean"], base["accuracy"]["std"])
         what = {"check_shuffle": ("it chose layer densities, not weights", "the positions it chose matter"),
                 "check_reinit": ("the initial values do not matter", "the initial values matter"),
                 "check_invert": ("its ranking of weights does not matter", "its ranking matters")}[e["variant"]]

@@ -10,6 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from .. import matching
 from ..store import stability_files
 from .figures import Drawn, _save
 
@@ -116,7 +117,7 @@ def sweep_figure(rows: list[dict[str, Any]], dense: dict[str, Any] | None, thres
     if dense is not None:
         right.axhline(100 * dense["mean"], color="0.2", lw=1, label="dense network")
         right.axhspan(100 * dense["matching_below"], 100 * dense["mean"], color="0.85", alpha=0.6,
-                      label="matching (within max(1 std, 0.2 pp))")
+                      label=f"matching (within max(1 std, {100 * matching.TOLERANCE:g} pp))")
     right.set_xscale("log")
     right.invert_xaxis()
     right.set_xlabel("weights left (%, log)")

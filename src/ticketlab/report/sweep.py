@@ -15,7 +15,7 @@ Definitions used in the tables and figures:
                            a dip is a point the curve descended into (lower than the sparsity before it), and
                            the rise must exceed 1 pp, so a curve that only rises, or only falls, has neither
   matching ticket          a level whose mean early-stop test accuracy is at least the same width's dense mean
-                           minus max(its std over seeds, 0.2 pp), as report.aggregate's verdict
+                           minus max(its std over seeds, 0.2 pp): ticketlab.matching, as every report
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .aggregate import DENSE_SPREAD_FLOOR, _stats
+from .. import matching
+from .aggregate import _stats
 from .figures import _density_axis, _save
 
-TOLERANCE = 0.005  # training error at most this counts as interpolating (0.5% of the training labels)
+INTERPOLATION_TOLERANCE = 0.005  # training error at most this counts as interpolating (0.5% of the training labels)
 MIN_RISE = 0.01  # a peak rises more than 1 pp above its dip (one seed's curve wiggles by a few tenths)
 LOG_SETTINGS = ("model.width", "density", "dataset.subsample")  # drawn on a log x axis
 
@@ -76,7 +77,7 @@ def _sortable(v: Any) -> tuple:
     return (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
 
 
-def interpolation_threshold(entries: list[dict[str, Any]], x: str, tolerance: float = TOLERANCE) -> Any:
+def interpolation_threshold(entries: list[dict[str, Any]], x: str, tolerance: float = INTERPOLATION_TOLERANCE) -> Any:
     """The smallest x whose mean training error is <= tolerance (entries of one line), or None."""
     for e in sorted(entries, key=lambda e: e[x]):
         if e["train_error"]["mean"] is not None and e["train_error"]["mean"] <= tolerance:
@@ -217,17 +218,17 @@ def sparsity_figure(table: list[dict[str, Any]], by: list[str], dd: list[dict[st
 
 def smallest_tickets(table: list[dict[str, Any]], by: list[str]) -> list[dict[str, Any]]:
     """Per line (e.g. per starting width): the sparsest level whose mean early-stop test accuracy matches the
-    line's dense one (mean - max(std, 0.2 pp)), with its surviving weight count."""
+    line's dense one (ticketlab.matching: mean - max(std, 0.2 pp)), with its surviving weight count."""
     out = []
     for key in sorted({_group_key(e, by) for e in table}, key=lambda k: tuple(_sortable(v) for v in k)):
         pts = sorted((e for e in table if _group_key(e, by) == key), key=lambda e: -e["density"])
         if not pts or pts[0]["density"] != 1.0 or pts[0]["early_stop_test_error"]["mean"] is None:
             continue
         d = pts[0]["early_stop_test_error"]
-        bar = (1 - d["mean"]) - max(d["std"] or 0.0, DENSE_SPREAD_FLOOR)
-        matching = [e for e in pts if e["early_stop_test_error"]["mean"] is not None
-                    and 1 - e["early_stop_test_error"]["mean"] >= bar]
-        best = min(matching, key=lambda e: e["density"])
+        bar = matching.lowest_matching(1 - d["mean"], d["std"])  # the std of errors is the std of accuracies
+        matched = [e for e in pts if e["early_stop_test_error"]["mean"] is not None
+                   and matching.matches(1 - e["early_stop_test_error"]["mean"], 1 - d["mean"], d["std"])]
+        best = min(matched, key=lambda e: e["density"])
         out.append({**dict(zip(by, key)), "line": _label(by, key), "dense_weights": pts[0]["weights"],
                     "dense_params": pts[0]["params"], "dense_accuracy": 1 - d["mean"], "bar": bar,
                     "density": best["density"], "surviving": best["surviving"],
@@ -268,7 +269,7 @@ def choose_x(sweep: Any) -> str:
     return next((k for k, v in sweep.axes.items() if len(v) > 1), next(iter(sweep.axes)))
 
 
-def write_report(sweep: Any, out_dir: str | Path, title: str = "Sweep", tolerance: float = TOLERANCE,
+def write_report(sweep: Any, out_dir: str | Path, title: str = "Sweep", tolerance: float = INTERPOLATION_TOLERANCE,
                  x: str | None = None) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +312,7 @@ def write_report(sweep: Any, out_dir: str | Path, title: str = "Sweep", toleranc
         extra |= {"double_descent": dd, "smallest_tickets": tickets}
         if tickets:
             md += ["## Smallest matching ticket", "", "Matching: mean early-stop test accuracy at least the same "
-                   "line's dense mean minus max(std over seeds, 0.2 pp).", "",
+                   f"line's dense mean minus max(std over seeds, {100 * matching.TOLERANCE:g} pp).", "",
                    "| line | dense weights | dense acc % | smallest matching: weights left | density % | acc % | "
                    "sparsest tried % |", "|---|---|---|---|---|---|---|"]
             md += [f"| {t['line']} | {t['dense_weights']} | {_p(t['dense_accuracy'])} | {t['surviving']} | "

@@ -1,5 +1,7 @@
-"""Several experiments on one figure (e.g. one per retraining mode, Renda et al.'s comparison): the ticket's
-test accuracy at early stop vs weights remaining, each experiment labelled by what differs between them."""
+"""Several experiments of one study report (`ticketlab report` given several experiment folders) on one
+figure, e.g. one per retraining mode (Renda et al.'s comparison): the ticket's test accuracy at early stop vs
+weights remaining, each experiment labelled by the settings that differ between them. (Not the report of
+`ticketlab compare`: that is report.methods.)"""
 
 from __future__ import annotations
 
