@@ -1,4 +1,8 @@
-"""The command as a user runs it: JSON output, bad input, and kill -9 then resume."""
+"""The command as a user runs it: JSON output, bad input, and kill -9 then resume.
+
+Most tests call `ticketlab.cli.main` in this process (capsys holds its output): only the entry point
+(`python -m ticketlab.cli`, once) and kill -9 need a process of their own.
+"""
 
 import json
 import os
@@ -12,6 +16,7 @@ import pytest
 import torch
 
 from ticketlab import TicketlabError, build_config
+from ticketlab.cli import main
 from ticketlab.jobs import parse_device
 from conftest import run_cli
 
@@ -19,7 +24,17 @@ SMALL = ["--dataset", "synthetic", "--model", "mlp_32_16", "--val-size", "500", 
          "--eval-every", "50", "--batch-size", "32", "--threads", "1"]
 
 
-def test_lottery_json_output(tmp_path):
+def call(capsys, *argv: str) -> subprocess.CompletedProcess:
+    """main(argv) in this process, as the command runs it: its exit code, stdout and stderr."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse: --help, or a bad flag (one line)
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(argv), code, out, err)
+
+
+def test_lottery_json_output(tmp_path):  # the entry point, once, as a process
     out = run_cli("lottery", *SMALL, "--levels", "2", "--out", str(tmp_path), "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -33,10 +48,10 @@ def test_lottery_json_output(tmp_path):
     assert 0.3 < first["final_test_accuracy"] <= 1.0  # it learned: 10 classes, chance is 0.1
 
 
-def test_train_table_and_config_file(tmp_path):
+def test_train_table_and_config_file(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text('[training]\nlr = 0.003\noptimizer = "sgd"\nmomentum = 0.9\n')
-    out = run_cli("train", *SMALL, "--config", str(config), "--out", str(tmp_path / "runs"))
+    out = call(capsys, "train", *SMALL, "--config", str(config), "--out", str(tmp_path / "runs"))
     assert out.returncode == 0, out.stderr
     assert "early-stop step" in out.stdout and "run folder:" in out.stdout
     stored = json.loads(next((tmp_path / "runs").glob("train_*/config.json")).read_text())
@@ -61,9 +76,9 @@ def test_train_table_and_config_file(tmp_path):
     (["--threads", "0"], "--threads: must be a whole number >= 1"),
     (["--strategy", "bogus"], "pruning.strategy must be one of layerwise, global, uniform"),
 ])
-def test_bad_input_is_one_clear_line(tmp_path, args, message):
+def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
     base = ["--dataset", "synthetic", "--model", "mlp_32_16", "--val-size", "500", "--train-steps", "200"]
-    out = run_cli("lottery", *base, *args, "--out", str(tmp_path / "runs"))
+    out = call(capsys, "lottery", *base, *args, "--out", str(tmp_path / "runs"))
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("ticketlab: error:") and message in lines[0], out.stderr
@@ -86,23 +101,23 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
     ("cuda:x", "unknown device 'cuda:x'"),
     ("meta", "device 'meta' is not supported"),
 ])
-def test_a_device_that_is_not_there_is_one_line_before_any_data_or_folder(tmp_path, device, message):
-    _device_is_checked_first(tmp_path, "lottery", device, message)
+def test_a_device_that_is_not_there_is_one_line_before_any_data_or_folder(tmp_path, capsys, device, message):
+    _device_is_checked_first(tmp_path, capsys, "lottery", device, message)
 
 
-@pytest.mark.parametrize("command", ["train", "stability", "reproduce"])
-def test_every_command_checks_the_device_first(tmp_path, command):
-    _device_is_checked_first(tmp_path, command, _absent_cuda_device(), "CUDA")
+@pytest.mark.parametrize("command", ["train", "stability", "reproduce", "compare", "sweep", "strong"])
+def test_every_command_checks_the_device_first(tmp_path, capsys, command):
+    _device_is_checked_first(tmp_path, capsys, command, _absent_cuda_device(), "CUDA")
 
 
-def _device_is_checked_first(tmp_path, command, device, message):
+def _device_is_checked_first(tmp_path, capsys, command, device, message):
     # --data-dir points nowhere and mnist is not cached: loading any data would fail with another message.
     args = ["--dataset", "mnist", "--data-dir", str(tmp_path / "no-data"), "--no-download"]
     if command == "reproduce":
         args = ["lth-lenet", *args]
     else:
         args += ["--train-steps", "200"]
-    out = run_cli(command, *args, "--device", device, "--out", str(tmp_path / "runs"))
+    out = call(capsys, command, *args, "--device", device, "--out", str(tmp_path / "runs"))
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and len(lines) == 1, out.stderr
     assert lines[0].startswith("ticketlab: error:") and message in lines[0] and "Traceback" not in out.stderr
@@ -120,17 +135,17 @@ def test_parse_device_on_a_machine_with_gpus(monkeypatch):
     assert parse_device("cpu") == torch.device("cpu")
 
 
-def test_a_seed_that_is_not_a_number_in_toml_is_one_line(tmp_path):
+def test_a_seed_that_is_not_a_number_in_toml_is_one_line(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text("seed = true\n")
-    out = run_cli("lottery", *SMALL, "--config", str(config), "--out", str(tmp_path / "runs"))
+    out = call(capsys, "lottery", *SMALL, "--config", str(config), "--out", str(tmp_path / "runs"))
     assert out.returncode == 2 and out.stderr.strip() == \
         "ticketlab: error: seed must be a whole number in [0, 2^63 - 1], got True", out.stderr
     assert not (tmp_path / "runs").exists()
 
 
-def test_any_registered_strategy_is_accepted(tmp_path):
-    out = run_cli("lottery", *SMALL, "--strategy", "uniform", "--levels", "1", "--out", str(tmp_path), "--json")
+def test_any_registered_strategy_is_accepted(tmp_path, capsys):
+    out = call(capsys, "lottery", *SMALL, "--strategy", "uniform", "--levels", "1", "--out", str(tmp_path), "--json")
     assert out.returncode == 0, out.stderr
     stored = json.loads(next(tmp_path.glob("lottery_*/config.json")).read_text())
     assert stored["config"]["pruning"]["strategy"] == "uniform"
@@ -139,18 +154,19 @@ def test_any_registered_strategy_is_accepted(tmp_path):
                                                                         abs=2e-3)
 
 
-def test_malformed_config_file(tmp_path):
+def test_malformed_config_file(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[training\nlr = ")
-    out = run_cli("lottery", *SMALL, "--config", str(bad), "--out", str(tmp_path))
+    out = call(capsys, "lottery", *SMALL, "--config", str(bad), "--out", str(tmp_path))
     assert out.returncode == 2 and "malformed config file" in out.stderr and "Traceback" not in out.stderr
     bad.write_text("[training]\nlearning_rate = 0.1\n")
-    out = run_cli("lottery", *SMALL, "--config", str(bad), "--out", str(tmp_path))
+    out = call(capsys, "lottery", *SMALL, "--config", str(bad), "--out", str(tmp_path))
     assert out.returncode == 2 and "unknown key(s) in [training]: learning_rate" in out.stderr
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    """Every result file's bytes; summaries without their wall-clock field."""
+    """Every result file's bytes; summaries without their wall-clock field (nor the store's hash of the
+    summary, which covers that field)."""
     out = {}
     for p in sorted(root.rglob("*")):
         if p.suffix in (".safetensors",) or p.name == "metrics.json":
@@ -158,6 +174,7 @@ def _files(root: Path) -> dict[str, bytes]:
         elif p.name == "summary.json":
             s = json.loads(p.read_text())
             s.pop("train_seconds_this_session")
+            s.pop("summary_hash", None)
             out[str(p.relative_to(root))] = json.dumps(s, sort_keys=True).encode()
     return out
 
@@ -190,8 +207,8 @@ def test_kill_9_then_resume_gives_bit_identical_results(tmp_path, kill_after):
     assert not list(killed.rglob("checkpoint.pt")) and not list(killed.rglob("*.tmp"))
 
 
-def test_report_export_and_reproduce_commands(tmp_path):
-    out = run_cli("lottery", *SMALL, "--levels", "2", "--replicates", "2", "--controls", "reinit",
+def test_report_export_and_reproduce_commands(tmp_path, capsys):
+    out = call(capsys, "lottery", *SMALL, "--levels", "2", "--replicates", "2", "--controls", "reinit",
                   "--out", str(tmp_path), "--json", "--workers", "1")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -200,16 +217,16 @@ def test_report_export_and_reproduce_commands(tmp_path):
     assert all(e["n"] == 2 for e in result["table"])
     exp = result["experiment_dir"]
     # reports and exports go outside the run store (here tmp_path): tmp_path/out is not part of it
-    csv_out = run_cli("report", exp, "--out", str(tmp_path / "out" / "report"), "--csv")
+    csv_out = call(capsys, "report", exp, "--out", str(tmp_path / "out" / "report"), "--csv")
     assert csv_out.returncode == 0, csv_out.stderr
     assert csv_out.stdout.splitlines()[0].startswith("experiment,") and len(csv_out.stdout.splitlines()) == 7
     assert (tmp_path / "out" / "report" / "report.html").is_file()
-    ticket = run_cli("export", f"{exp}/seed_0", "--level", "2", "--format", "torch-prune", "--out",
+    ticket = call(capsys, "export", f"{exp}/seed_0", "--level", "2", "--format", "torch-prune", "--out",
                      str(tmp_path / "out" / "t.pt"))
     assert ticket.returncode == 0 and Path(ticket.stdout.strip()).is_file(), ticket.stderr
-    ambiguous = run_cli("export", exp, "--level", "2")
+    ambiguous = call(capsys, "export", exp, "--level", "2")
     assert ambiguous.returncode == 2 and "holds 2 replicates" in ambiguous.stderr
-    bad = run_cli("reproduce", "lth-resnet")
+    bad = call(capsys, "reproduce", "lth-resnet")
     assert bad.returncode == 2 and "unknown reproduction" in bad.stderr
 
 
@@ -222,14 +239,14 @@ def _level_files(run_dir: Path, levels: range) -> dict[str, int]:
     return out
 
 
-def test_more_levels_later_trains_only_the_new_ones(tmp_path):
-    first = run_cli("lottery", *SMALL, "--levels", "2", "--out", str(tmp_path), "--json")
+def test_more_levels_later_trains_only_the_new_ones(tmp_path, capsys):
+    first = call(capsys, "lottery", *SMALL, "--levels", "2", "--out", str(tmp_path), "--json")
     assert first.returncode == 0, first.stderr
     before = json.loads(first.stdout)
     run_dir = Path(before["run_dir"])
     files = _level_files(run_dir, range(3))
     assert len(files) >= 15  # mask, init, final, metrics, summary of each level
-    second = run_cli("lottery", *SMALL, "--levels", "4", "--out", str(tmp_path), "--json")
+    second = call(capsys, "lottery", *SMALL, "--levels", "4", "--out", str(tmp_path), "--json")
     assert second.returncode == 0, second.stderr
     after = json.loads(second.stdout)
     assert after["run_dir"] == before["run_dir"]
@@ -239,8 +256,8 @@ def test_more_levels_later_trains_only_the_new_ones(tmp_path):
     assert all((run_dir / f"level_{lvl}" / "summary.json").is_file() for lvl in (3, 4))
 
 
-def test_epochs_on_the_cli_are_the_steps_build_config_gives(tmp_path):
-    out = run_cli("train", "--dataset", "synthetic", "--model", "mlp_32_16", "--val-size", "500", "--batch-size",
+def test_epochs_on_the_cli_are_the_steps_build_config_gives(tmp_path, capsys):
+    out = call(capsys, "train", "--dataset", "synthetic", "--model", "mlp_32_16", "--val-size", "500", "--batch-size",
                   "32", "--train-steps", "2ep", "--eval-every", "50", "--threads", "1", "--out", str(tmp_path),
                   "--json")
     assert out.returncode == 0, out.stderr
@@ -254,8 +271,8 @@ def test_epochs_on_the_cli_are_the_steps_build_config_gives(tmp_path):
     assert summary["final_step"] == 156
 
 
-def test_oneshot_control_is_one_job_per_level_whatever_control_reps_says(tmp_path):
-    out = run_cli("lottery", *SMALL, "--levels", "2", "--controls", "oneshot", "--control-reps", "3",
+def test_oneshot_control_is_one_job_per_level_whatever_control_reps_says(tmp_path, capsys):
+    out = call(capsys, "lottery", *SMALL, "--levels", "2", "--controls", "oneshot", "--control-reps", "3",
                   "--out", str(tmp_path), "--json", "--workers", "1")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)

@@ -135,3 +135,17 @@ def test_a_user_registered_allocation_is_a_valid_strategy():
         ALLOCATIONS.pop(name)
     with pytest.raises(TicketlabError, match="pruning.strategy must be one of"):
         build_config({"pruning": {"strategy": name}})
+
+
+def test_settings_carry_help_but_never_enter_the_values():
+    import dataclasses
+
+    from ticketlab.config import STEP_FIELDS, RunConfig, TrainingHparams
+    from ticketlab.settings import setting_of
+
+    # the durations are the fields declared steps=True: the same six as before settings existed
+    assert STEP_FIELDS == {"train_steps", "milestones", "warmup_steps", "eval_every", "test_every", "rewind_step"}
+    lr = next(f for f in dataclasses.fields(TrainingHparams) if f.name == "lr")
+    assert (lr.default, setting_of(lr).help, setting_of(lr).preset) == (1.2e-3, "learning rate", True)
+    values = dataclasses.asdict(RunConfig())  # what identity hashes: values only, no metadata
+    assert values["training"]["lr"] == 1.2e-3 and values["pruning"]["rate"] == 0.2 and values["kind"] == "lottery"

@@ -19,93 +19,120 @@ from typing import Any, Callable, get_args, get_origin, get_type_hints
 
 from .errors import TicketlabError
 from .seeds import check_seed
-
-
-@dataclass(frozen=True)
-class DatasetHparams:
-    name: str = "fashion_mnist"
-    val_size: int = 5000  # held out of the training set, as in the paper
-    split_seed: int = 0  # the validation split is the same for every replicate
-    # Training examples kept (after the validation split; a seeded subset, the same for every replicate);
-    # 0: all. Width sweeps and double descent use a few thousand so that networks can interpolate.
-    subsample: int = 0
-    # Label noise on the training split only (never validation or test): each training label is replaced,
-    # with probability label_noise, by another class (exactly round(p n) labels change): "symmetric" draws the
-    # new class uniformly among the others, "pairflip" moves class c to c + 1 mod C, "asymmetric" uses the
-    # data set's confusable-class map. Seeded by noise_seed: the same noisy labels for every replicate.
-    label_noise: float = 0.0
-    noise_type: str = "symmetric"
-    noise_seed: int = 0
-    # Augmentation of each training batch on whole tensors, a function of (data seed, step) so a resumed run
-    # is bit-identical: "none" | "flip_crop" (random horizontal flip and 4-pixel pad-and-crop).
-    augment: str = "none"
-
-
-@dataclass(frozen=True)
-class ModelHparams:
-    name: str = "lenet_300_100"
-    init: str = "glorot_normal"  # the paper's Gaussian Glorot
-    dropout: float = 0.0  # on the hidden fully connected layers
-    width: float = 1.0  # multiplies every hidden width / channel count (rounded, at least 1): width sweeps
-
-
-@dataclass(frozen=True)
-class TrainingHparams:
-    optimizer: str = "adam"  # adam | sgd
-    lr: float = 1.2e-3
-    batch_size: int = 60
-    train_steps: int = 50_000
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = ()  # steps at which the LR is multiplied by gamma
-    gamma: float = 0.1
-    warmup_steps: int = 0  # linear warm-up from 0 to lr over this many steps
-    eval_every: int = 100  # validation loss (the early-stopping criterion) every this many steps
-    test_every: int = 0  # test curve interval; 0: at every evaluation. The early-stopping step's test
-    # accuracy is exact whatever this is: the weights of the best validation loss are kept and tested.
-    loss: str = "cross_entropy"  # cross_entropy (classification) | mse (regression: planted ReLU, Helix)
-
-
-@dataclass(frozen=True)
-class PruningHparams:
-    strategy: str = "layerwise"  # a registered allocation: layerwise | global | uniform | ...
-    rate: float = 0.2  # fraction of the surviving weights pruned per level
-    conv_rate: float | None = None  # rate for conv layers (layer-wise); None: `rate`
-    output_rate: float | None = None  # rate for the last prunable layer; None: as its kind
-    layer_rates: tuple[tuple[str, float], ...] = ()  # per-layer overrides by parameter name
-    ignore: tuple[str, ...] = ()  # parameter names never pruned
-
-
-@dataclass(frozen=True)
-class LotteryHparams:
-    levels: int = 0  # pruning rounds after the dense level 0
-    rewind_step: int = 0  # 0: the LTH reset to initialisation; k > 0: late rewinding
-    # How each pruned level retrains (Renda et al. 2020): "rewind" the survivors to step k's weights and
-    # train from k (the LTH); "lr_rewind" keeps the trained weights and replays the schedule from step k;
-    # "finetune" keeps them and trains T - k steps at the fixed LR `finetune_lr` (None: the schedule's final
-    # LR); "scratch" draws fresh random weights and trains the whole schedule.
-    retrain: str = "rewind"
-    finetune_lr: float | None = None
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    kind: str = "lottery"  # lottery | train
-    seed: int = 0  # the replicate: init, data order
-    dataset: DatasetHparams = field(default_factory=DatasetHparams)
-    model: ModelHparams = field(default_factory=ModelHparams)
-    training: TrainingHparams = field(default_factory=TrainingHparams)
-    pruning: PruningHparams = field(default_factory=PruningHparams)
-    lottery: LotteryHparams = field(default_factory=LotteryHparams)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+from .settings import registry, setting, setting_of
 
 
 RETRAIN_MODES = ("rewind", "lr_rewind", "finetune", "scratch")
 AUGMENTS = ("none", "flip_crop")  # dataset.augment (data/augment.py)
 NOISE_TYPES = ("symmetric", "pairflip", "asymmetric")  # dataset.noise_type (data/noise.py)
+OPTIMIZERS = ("adam", "sgd")  # training.optimizer (training/optim.py)
+LOSSES = ("cross_entropy", "mse")  # training.loss
+# The registries sit above this module: named here, read when a help text is built (settings.registry).
+MODEL_CHOICES = registry("ticketlab.models:MODEL_NAMES")
+DATASET_CHOICES = registry("ticketlab.data:DATASETS")
+ALLOCATION_CHOICES = registry("ticketlab.pruning:ALLOCATIONS")
+INIT_CHOICES = registry("ticketlab.models:INITS")
+
+
+@dataclass(frozen=True)
+class DatasetHparams:
+    name: str = setting("fashion_mnist", "the data set", flag="dataset", choices=DATASET_CHOICES,
+                        check_choices=False, preset=True)
+    val_size: int = setting(5000, "validation examples held out of the training set, as in the paper",
+                            preset=True)
+    split_seed: int = setting(0, "which examples the validation split holds (the same for every replicate)")
+    # Width sweeps and double descent use a few thousand so that networks can interpolate.
+    subsample: int = setting(0, "training examples kept after the validation split, a seeded subset, the same "
+                                "for every replicate (0: all)")
+    # Label noise on the training split only: "symmetric" draws the new class uniformly among the others,
+    # "pairflip" moves class c to c + 1 mod C, "asymmetric" uses the data set's confusable-class map.
+    label_noise: float = setting(0.0, "fraction of training labels changed (exactly round(p n); validation and "
+                                      "test labels never)")
+    noise_type: str = setting("symmetric", "symmetric: a random other class; pairflip: c -> c+1; asymmetric: "
+                                           "confusable classes", choices=NOISE_TYPES)
+    noise_seed: int = setting(0, "which labels change (the same for every replicate)")
+    # On whole tensors, a function of (data seed, step), so a resumed run is bit-identical.
+    augment: str = setting("none", "augmentation of each training batch: none, or flip_crop (random horizontal "
+                                   "flip and 4-pixel pad-and-crop)", choices=AUGMENTS, preset=True)
+
+
+@dataclass(frozen=True)
+class ModelHparams:
+    name: str = setting("lenet_300_100", "the network (a registered model; <..>: a family of names)",
+                        flag="model", choices=MODEL_CHOICES, check_choices=False)
+    init: str = setting("glorot_normal", "initial weights' distribution (the paper's: Gaussian Glorot)",
+                        choices=INIT_CHOICES, check_choices=False, preset=True)
+    dropout: float = setting(0.0, "dropout on the hidden fully connected layers")
+    width: float = setting(1.0, "multiplies every hidden width / channel count (rounded, at least 1): width "
+                                "sweeps")
+
+
+@dataclass(frozen=True)
+class TrainingHparams:
+    optimizer: str = setting("adam", "the optimizer", choices=OPTIMIZERS, preset=True)
+    lr: float = setting(1.2e-3, "learning rate", preset=True)
+    batch_size: int = setting(60, "examples per optimizer step", preset=True)
+    train_steps: int = setting(50_000, "steps per level: 50000, 50000it, 20ep, 1ep10it", steps=True, preset=True)
+    momentum: float = setting(0.0, "SGD momentum", preset=True)
+    nesterov: bool = setting(False, "Nesterov momentum (sgd with momentum > 0)")
+    weight_decay: float = setting(0.0, "L2 weight decay", preset=True)
+    milestones: tuple[int, ...] = setting((), "comma list of steps at which the LR is multiplied by --gamma "
+                                              "(e.g. 80ep,120ep)", steps=True, preset=True)
+    gamma: float = setting(0.1, "the LR factor at each milestone", preset=True)
+    warmup_steps: int = setting(0, "linear LR warm-up from 0 to lr over this many steps", steps=True)
+    eval_every: int = setting(100, "steps between evaluations (validation loss: the early-stopping criterion)",
+                              steps=True, preset=True)
+    # Exact whatever test_every is: the weights of the best validation loss are kept and tested.
+    test_every: int = setting(0, "steps between test evaluations (0: at every evaluation); the early-stopping "
+                                 "step's test accuracy stays exact", steps=True)
+    loss: str = setting("cross_entropy", "cross_entropy (classification) or mse (regression: planted ReLU, "
+                                         "Helix)", choices=LOSSES, preset=True)
+
+
+@dataclass(frozen=True)
+class PruningHparams:
+    strategy: str = setting("layerwise", "how survivors are allocated to layers: a registered allocation",
+                            choices=ALLOCATION_CHOICES, check_choices=False, preset=True)
+    rate: float = setting(0.2, "fraction of the surviving weights PRUNED per level (0.2 prunes 20%, keeps 80%)",
+                          flag="prune_rate", preset=True)
+    conv_rate: float | None = setting(None, "fraction pruned per level in conv layers (layer-wise; unset: "
+                                            "--prune-rate)", preset=True)
+    output_rate: float | None = setting(None, "fraction pruned per level in the last prunable layer (paper: "
+                                              "half the rate; unset: as its kind)", preset=True)
+    layer_rates: tuple[tuple[str, float], ...] = setting((), "per-layer rates by parameter name: a TOML table "
+                                                             "[pruning.layer_rates] only (a table of names, not a "
+                                                             "flag)", cli=False)
+    ignore: tuple[str, ...] = setting((), "comma list of parameter names never pruned (e.g. fc.weight)",
+                                      preset=True)
+
+
+@dataclass(frozen=True)
+class LotteryHparams:
+    levels: int = setting(0, "pruning rounds after the dense level 0")
+    rewind_step: int = setting(0, "rewind survivors to this step of the dense run (0: the LTH reset to "
+                                  "initialisation; k > 0: late rewinding)", steps=True)
+    retrain: str = setting("rewind", "how pruned levels retrain (Renda et al. 2020): rewind the survivors to "
+                                     "step k's weights and train from k (the LTH); lr_rewind: keep the trained "
+                                     "weights, replay the schedule from k; finetune: keep them, train T - k steps "
+                                     "at --finetune-lr; scratch: fresh random weights, the whole schedule",
+                           choices=RETRAIN_MODES)
+    finetune_lr: float | None = setting(None, "LR of --retrain finetune (unset: the schedule's last)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    kind: str = setting("lottery", "lottery | train: set by the command, not a flag", cli=False)
+    seed: int = setting(0, "replicate seed: initial weights, data order and every draw derive from it")
+    dataset: DatasetHparams = setting(default_factory=DatasetHparams, help="the [dataset] table")
+    model: ModelHparams = setting(default_factory=ModelHparams, help="the [model] table")
+    training: TrainingHparams = setting(default_factory=TrainingHparams, help="the [training] table")
+    pruning: PruningHparams = setting(default_factory=PruningHparams, help="the [pruning] table")
+    lottery: LotteryHparams = setting(default_factory=LotteryHparams, help="the [lottery] table")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 MAX_WIDTH = 1e4  # model.width beyond this is a typo: 300 x 10^4 hidden units
 
 SECTIONS = {
@@ -115,8 +142,8 @@ SECTIONS = {
     "pruning": PruningHparams,
     "lottery": LotteryHparams,
 }
-# Fields that hold a number of steps: they accept "500", "500it", "2ep" or "1ep10it".
-STEP_FIELDS = {"train_steps", "milestones", "warmup_steps", "eval_every", "test_every", "rewind_step"}
+# Fields that hold a number of steps (declared with steps=True): they accept "500", "500it", "2ep" or "1ep10it".
+STEP_FIELDS = {f.name for cls in SECTIONS.values() for f in fields(cls) if setting_of(f).steps}
 # Sane bounds: a step count or a number of levels beyond these is a typo, not an experiment (10^9 steps of
 # the smallest network take years on a CPU; every built-in model is pruned to nothing within ~150 levels at
 # the paper's rates, and `configure.check_model` says exactly where).
@@ -290,8 +317,8 @@ def validate(c: RunConfig) -> None:
                                                       f"got {c.dataset.noise_type!r}"),
         (0 < c.model.width <= MAX_WIDTH, lambda: f"model.width (a multiplier of every hidden width) must be in "
                                                  f"(0, {MAX_WIDTH:g}], got {c.model.width}"),
-        (t.optimizer in ("adam", "sgd"), lambda: f"training.optimizer must be adam or sgd, got {t.optimizer!r}"),
-        (t.loss in ("cross_entropy", "mse"), lambda: f"training.loss must be cross_entropy or mse, got {t.loss!r}"),
+        (t.optimizer in OPTIMIZERS, lambda: f"training.optimizer must be adam or sgd, got {t.optimizer!r}"),
+        (t.loss in LOSSES, lambda: f"training.loss must be cross_entropy or mse, got {t.loss!r}"),
         (_positive(t.lr), lambda: f"training.lr must be > 0 and finite, got {t.lr}"),
         (t.batch_size >= 1, lambda: f"training.batch_size must be >= 1, got {t.batch_size}"),
         (t.train_steps >= 1, lambda: f"training.train_steps must be >= 1, got {t.train_steps}"),

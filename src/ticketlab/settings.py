@@ -6,11 +6,13 @@ from these fields (cli/flags.py), so help never goes stale and TOML and flags co
 
     @dataclass(frozen=True)
     class TrainingHparams:
-        lr: float = setting(1.2e-3, "learning rate (default: the model's preset)")
-        optimizer: str = setting("adam", "adam or sgd", choices=("adam", "sgd"))
+        lr: float = setting(1.2e-3, "learning rate", preset=True)
+        optimizer: str = setting("adam", "the optimizer", choices=("adam", "sgd"))
 
 Choices may be a function (called when the help is built), so a registry's names are read when a parser is
-made, after every registration: `choices=lambda: sorted(MODELS)`.
+made, after every registration: `choices=lambda: sorted(MODELS)`. A module below the registries (config.py
+sits below models, data and pruning) names them with `registry("ticketlab.models:MODEL_NAMES")`, resolved
+only when the help is built, so it never imports upward.
 
 Metadata never enters a result's identity: identity hashes `dataclasses.asdict` of the values alone.
 """
@@ -18,6 +20,7 @@ Metadata never enters a result's identity: identity hashes `dataclasses.asdict` 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -29,11 +32,15 @@ KEY = "ticketlab"  # the key of a field's metadata that holds its Setting
 class Setting:
     help: str
     flag: str | None = None  # the flag's name without dashes; None: the field's name with - for _
-    choices: Choices = None  # the values allowed (checked by the flag parser and listed in help)
+    choices: Choices = None  # the values allowed (listed in help)
+    # True: the flag parser refuses other values; False: listed only, the library checks (a registry of name
+    # families such as mlp_<w1>_<w2>_.., or one a user's code may add to, says its own one-line error)
+    check_choices: bool = True
     metavar: str | None = None
     old_flags: tuple[str, ...] = ()  # earlier spellings: accepted for one release, with a one-line notice
     cli: bool = True  # False: TOML/Python only (say why in the help), e.g. a table of per-layer rates
     steps: bool = False  # a duration: "500", "500it", "2ep", "1ep10it" (config.parse_steps)
+    preset: bool = False  # a model's preset may set it: help says "(default: the model's preset, else ...)"
 
     def choice_list(self) -> list[str] | None:
         if self.choices is None:
@@ -49,6 +56,18 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_facto
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def registry(where: str) -> Callable[[], list[str]]:
+    """Choices read from a registry named "module:attribute" (a dict, list or Registry of names), looked up
+    each time they are listed: every registration made before the help is built shows."""
+    module, _, attribute = where.partition(":")
+
+    def names() -> list[str]:
+        return list(getattr(importlib.import_module(module), attribute))
+
+    names.__qualname__ = f"registry({where!r})"
+    return names
 
 
 def setting_of(f: dataclasses.Field) -> Setting | None:
