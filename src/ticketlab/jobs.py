@@ -25,7 +25,7 @@ from .data import DataSplits, load_dataset, with_settings
 from .errors import TicketlabError
 from .masks import prunable
 from .models import build_model
-from .store import DEFAULT_ROOT, is_done, recording_inputs, remove_stale_tmp
+from .store import DEFAULT_ROOT, is_done, running_job
 
 Progress = Callable[[str, int, int], None]  # (label, step, last step)
 
@@ -157,8 +157,6 @@ def execute(job: Job, runtime: Runtime) -> str:
     if job.kind not in KINDS:
         raise TicketlabError(f"unknown job kind {job.kind!r}; registered: {', '.join(sorted(KINDS))}")
     if not runtime.done(job.folder):
-        folder = runtime.path(job.folder)
-        remove_stale_tmp(folder)
-        with runtime.threads(), recording_inputs(folder, [runtime.path(d) for d in job.deps]):
+        with runtime.threads(), running_job(runtime.path(job.folder), [runtime.path(d) for d in job.deps]):
             KINDS[job.kind](job, runtime)
     return job.folder

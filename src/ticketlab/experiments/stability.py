@@ -35,6 +35,7 @@ from ..errors import TicketlabError
 from ..identity import digest
 from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
+from ..matching import lowest_matching
 from ..seeds import derive_seed
 from ..training.evaluate import evaluate
 from .job import require_healthy, run_training
@@ -203,8 +204,6 @@ def read_analysis(job: Job, root: Path) -> dict[str, Any]:
 
 # ---- The sweep of Frankle et al. 2020, section 5: instability and matching over k and levels -----------------
 
-MATCH_MARGIN = 0.002  # "matching": within one std of the dense accuracy, or 0.2 pp when that is larger
-
 
 def stability_sweep(config: RunConfig, steps: list[int], levels: list[int], *, replicates: int = 1,
                     points: int = 30, threshold: float = 0.02, train_eval_size: int = 10_000,
@@ -265,7 +264,7 @@ def sweep_rows(results: list[dict[str, Any]], dense: list[dict[str, Any]], root:
     if accs:
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         dense_acc = {"mean": statistics.fmean(accs), "std": std, "n": len(accs),
-                     "matching_below": statistics.fmean(accs) - max(std, MATCH_MARGIN)}
+                     "matching_below": lowest_matching(statistics.fmean(accs), std)}  # ticketlab.matching
     rows = []
     for level, k in sorted({(r["level"], r["step"]) for r in results}):
         mine = [r for r in results if r["level"] == level and r["step"] == k]
