@@ -7,7 +7,7 @@ import json
 import torch
 
 from ticketlab import Mask, run_lottery
-from ticketlab.experiments.stability import stability_sweep
+from ticketlab.experiments.stability_sweep import stability_sweep
 from ticketlab.store import load_weights
 from conftest import run_cli, small_config
 

@@ -154,7 +154,7 @@ def warn_checks(replicates: dict[int, dict[str, Any]]) -> None:
 
 
 def stability(args: argparse.Namespace) -> int:
-    from ..experiments.stability import stability_sweep
+    from ..experiments.stability_sweep import stability_sweep
 
     launch = launch_from_args(args)
     try:

@@ -21,7 +21,6 @@ The dense analysis (level 0) needs the dense state at k only (a prefix run), not
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,10 @@ import torch
 from torch import nn
 
 from .. import store
-from ..config import RunConfig
 from ..errors import TicketlabError
 from ..identity import digest
 from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
-from ..matching import lowest_matching
 from ..seeds import derive_seed
 from ..training.evaluate import evaluate
 from .job import require_healthy, run_training
@@ -200,85 +197,3 @@ def recompute_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 500
 
 def read_analysis(job: Job, root: Path) -> dict[str, Any]:
     return store.read_json(root / job.folder / store.STABILITY)
-
-
-# ---- The sweep of Frankle et al. 2020, section 5: instability and matching over k and levels -----------------
-
-
-def stability_sweep(config: RunConfig, steps: list[int], levels: list[int], *, replicates: int = 1,
-                    points: int = 30, threshold: float = 0.02, train_eval_size: int = 10_000,
-                    recompute_bn: bool = True, out: str | Path | None = None, workers: int = 1,
-                    executor: str = "local", address: str | None = None, data: Any = None,
-                    progress: Any = None, **run_options: Any) -> dict[str, Any]:
-    """Every (k, L) of `steps` x `levels`: IMP with rewinding to k for L levels (one experiment per k, level 0
-    = the shared dense run), two copies from theta_k masked by level L's mask, the error barrier between them;
-    each subnetwork's accuracy against the dense network's ("matching"). Writes the figure (instability vs k
-    per density; accuracy vs density per k), sweep.json and sweep.md into `out` (default
-    ./stability_<experiment>, never inside the run store); returns {"experiment_dir", "rows", "results",
-    "dense_accuracy", "files"}."""
-    from ..report.stability import sweep_figure, sweep_table  # noqa: PLC0415 (report sits below; drawing only)
-    from .study import StudyPlan, run_study  # noqa: PLC0415 (study imports this module)
-
-    if out is not None:
-        _check_out(out)
-    specs = tuple(StabilitySpec(step=k, level=level, points=points, threshold=threshold,
-                                train_eval_size=train_eval_size, recompute_bn=recompute_bn)
-                  for level in levels for k in steps)
-    for spec in specs:  # said before anything is written (the planner checks them again)
-        spec.check(config.training.train_steps)
-    base = dataclasses.replace(config, kind="lottery", lottery=dataclasses.replace(config.lottery, levels=0))
-    plan = StudyPlan(base, replicates=replicates, stability=specs)
-    result = run_study(plan, workers=workers, executor=executor, address=address, data=data, progress=progress,
-                       **run_options)
-    root = Path(run_options.get("root", store.DEFAULT_ROOT))
-    results = [r for rep in result.replicates.values() for r in rep["stability"]]
-    dense = [store.read_summary(rep["run_dir"] / "level_0") for rep in result.replicates.values()
-             if store.is_done(rep["run_dir"] / "level_0")]
-    rows, dense_acc = sweep_rows(results, dense, root)
-    out = Path(out) if out is not None else Path(f"stability_{result.experiment_dir.name}")
-    _check_out(out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = result.experiment_dir.name
-    drawn = sweep_figure(rows, dense_acc, threshold, out, name)
-    store.write_json(out / "sweep.json", {"experiment_dir": str(result.experiment_dir), "dense": dense_acc,
-                                          "rows": rows, "results": results})
-    (out / "sweep.md").write_text(sweep_table(rows, dense_acc))
-    files = {"png": drawn.png, "svg": drawn.svg, "json": out / "sweep.json", "md": out / "sweep.md"}
-    return {"experiment_dir": result.experiment_dir, "rows": rows, "results": results, "dense_accuracy": dense_acc,
-            "files": files}
-
-
-def _check_out(out: str | Path) -> None:
-    part = store.store_part(out)
-    if part is not None:
-        raise TicketlabError(f"--figure-dir {out} is inside the run store ({part}): write the figures elsewhere")
-
-
-def sweep_rows(results: list[dict[str, Any]], dense: list[dict[str, Any]], root: Path,
-               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """One row per (level, k): density, mean and spread of the test barrier over seeds, stable, the final test
-    accuracy of the subnetwork trained from k (IMP's level L rewound to k; level 0: the dense run) and whether
-    it matches the dense network (within max(one std over seeds, 0.2 pp) of its mean)."""
-    accs = [s["final_test_accuracy"] for s in dense if s.get("final_test_accuracy") is not None]
-    dense_acc = None
-    if accs:
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        dense_acc = {"mean": statistics.fmean(accs), "std": std, "n": len(accs),
-                     "matching_below": lowest_matching(statistics.fmean(accs), std)}  # ticketlab.matching
-    rows = []
-    for level, k in sorted({(r["level"], r["step"]) for r in results}):
-        mine = [r for r in results if r["level"] == level and r["step"] == k]
-        barriers = [r["test_barrier"] for r in mine]
-        levels = [store.read_summary(root / r["mask_level"]) for r in mine
-                  if store.is_done(root / r["mask_level"])] if level else []
-        acc = [s["final_test_accuracy"] for s in levels if s.get("final_test_accuracy") is not None]
-        if level == 0 and dense_acc:
-            acc = accs
-        mean_acc = statistics.fmean(acc) if acc else None
-        rows.append({"level": level, "step": k, "density": mine[0]["density"], "seeds": len(mine),
-                     "test_barrier": statistics.fmean(barriers), "test_barrier_min": min(barriers),
-                     "test_barrier_max": max(barriers), "stable": statistics.fmean(barriers) < mine[0]["threshold"],
-                     "test_accuracy": mean_acc,
-                     "matching": None if mean_acc is None or dense_acc is None
-                     else mean_acc >= dense_acc["matching_below"]})
-    return rows, dense_acc

@@ -69,6 +69,10 @@ def strong_jobs(config: RunConfig, spec: StrongSpec, ks: list[float], reps: list
     for k in ks:
         method = dataclasses.replace(spec, k=k)
         identity = {"dense": dense_id, "strong": dataclasses.asdict(method)}
+        if config.dataset.augment != "none" and method.method != "lfss":
+            # learned strong tickets ignored augmentation before they ran on the one loop: runs stored then
+            # say augment but trained without it, so augmented runs get new folders (the others keep theirs)
+            identity["augmented_batches"] = True
         folder = store.experiment_dir(runtime.root, "strong", digest(identity))
         body = config.to_dict()
         body.pop("seed")
