@@ -64,7 +64,7 @@ def _agrees(got, alone):
     """Within WEIGHT_RTOL of the separate run's tensor (relative Frobenius difference): what is true of
     population against separate training, where an elementwise 1e-5 is not (a weight near 0 may differ by
     more after a few hundred steps)."""
-    got, alone = got.double(), alone.double()
+    got, alone = got.detach().double(), alone.detach().double()
     return float((got - alone).norm() / alone.norm().clamp_min(1e-12)) <= WEIGHT_RTOL
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from ..config import merge
 from ..configure import build_config
 from ..errors import TicketlabError
+from ..training.supermask import METHODS as STRONG_METHODS
 from .flags import add_run_flags, config_layers
 from .runtime import check_out, check_replicates, launch_from_args
 from .study import config_from_args
@@ -43,7 +44,7 @@ def add_parsers(sub: Any) -> None:
     sp = sub.add_parser("strong", help="strong tickets: a mask learned on frozen random weights (edge-popup, "
                         "supermask) or Zhou et al.'s large_final_same_sign mask on the untrained network")
     add_run_flags(sp, lottery=False)
-    sp.add_argument("--method", choices=["edge-popup", "supermask", "lfss"], default="edge-popup",
+    sp.add_argument("--method", choices=list(STRONG_METHODS), default="edge-popup",
                     help="edge-popup (top-k scores per layer), supermask (learned Bernoulli mask) or lfss "
                     "(large_final_same_sign of a trained dense run, applied to the untrained weights)")
     sp.add_argument("--k", default="0.5", help="comma list of k = the fraction of weights KEPT in each layer "
