@@ -1,10 +1,7 @@
 """Every setting named once: flags generated from the config dataclasses and specs (settings.setting), help
 read from the registries when the parser is built, TOML and flags covering the same fields."""
 
-import importlib.machinery
 import json
-import sys
-import types
 from dataclasses import dataclass
 
 import pytest
@@ -16,7 +13,6 @@ from ticketlab.cli.flags import add_setting_flags, setting_fields, spec_from_arg
 from ticketlab.cli.study import config_from_args
 from ticketlab.config import RunConfig
 from ticketlab.data import DATASETS
-from ticketlab.jobs import RunOptions
 from ticketlab.models import MODEL_NAMES, register_model, registry
 from ticketlab.settings import setting
 
@@ -194,39 +190,3 @@ def test_an_old_spelling_works_for_one_release_with_one_notice(capsys):
         "ticketlab: notice: --n-draws is now --draws; the old spelling goes in the next release",
         "ticketlab: notice: --mix is now --shuffle; the old spelling goes in the next release",
         "ticketlab: notice: --no-mix is now --no-shuffle; the old spelling goes in the next release"]
-
-
-@dataclass
-class _Experiment:
-    name: str
-    help: str
-    spec: type
-
-    def table(self, result):
-        return f"table of {result['spec'].draws} draws"
-
-    def to_json(self, result):
-        return {"draws": result["spec"].draws, "root": result["options"].root}
-
-
-def test_a_registered_experiment_gets_a_command(capsys, monkeypatch, tmp_path):
-    calls = []
-
-    def drive(experiment, spec, *, options, workers=1, executor="local", address=None, progress=None):
-        calls.append((experiment.name, spec, options, workers, executor))
-        return {"spec": spec, "options": options}
-
-    module = types.ModuleType("ticketlab.experiments.registry")
-    module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None)
-    module.EXPERIMENTS = {"toy": _Experiment("toy", "a toy kind", ToySpec),
-                          "lottery": _Experiment("lottery", "not this one", ToySpec)}
-    module.drive = drive
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    code, out, err = call(capsys, "toy", "--draws", "5", "--json", "--workers", "2", "--out", tmp_path / "runs")
-    assert (code, err) == (0, "")
-    assert json.loads(out) == {"draws": 5, "root": str(tmp_path / "runs")}
-    name, spec, options, workers, executor = calls[0]
-    assert (name, spec, workers, executor) == ("toy", ToySpec(draws=5), 2, "local")
-    assert isinstance(options, RunOptions) and options.device == "cpu" and options.threads == 1
-    assert call(capsys, "toy", "--out", tmp_path / "runs")[1] == "table of 2 draws\n"
-    assert "--levels" in _options("lottery")  # the hand-written lottery command stands

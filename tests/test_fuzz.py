@@ -2,9 +2,9 @@
 numbers, wrong types, unknown keys, sections that are not tables) never end in a traceback. Whatever the input,
 `ticketlab.cli.main` returns or exits (SystemExit), and a failure is one line `ticketlab: error: ...`.
 
-Only parsing and validation are exercised: the study runner is replaced by one that stops as soon as a run
-would start (`Reached`), so a valid input costs milliseconds. Exports run for real (they are fast); reports stop
-after their checks of the input and the output folder. Derandomised: the same examples on every machine."""
+Only parsing and validation are exercised: the driver's last check before planning (experiments/registry.py)
+is followed by a stop (`Reached`), so a valid input costs milliseconds. Exports run for real (they are fast);
+reports stop after their checks of the input and the output folder. Derandomised: the same examples on every machine."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ticketlab.experiments.reproduce
-import ticketlab.experiments.study
+import ticketlab.experiments.registry
 import ticketlab.report.html
 from ticketlab.cli import main
 from ticketlab.config import SECTIONS
@@ -35,7 +34,12 @@ class Reached(Exception):
     """The input passed every check: the run (or the report) would start here."""
 
 
-def _reached(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+_check_before_planning = ticketlab.experiments.registry.check_before_planning
+
+
+def _checked_then_reached(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    """The driver's last check before it plans (and writes) anything: the input passed it."""
+    _check_before_planning(*args, **kwargs)
     raise Reached
 
 
@@ -48,7 +52,7 @@ def _report_checks_only(paths, out_dir, spread="minmax", title=None):  # noqa: A
 @pytest.fixture(scope="module")
 def place(tmp_path_factory):
     """A working folder (the fuzzed commands run in it) holding a finished 1-level run store and a plain file;
-    the study runner and the report writer stop at `Reached`."""
+    the driver (before it plans) and the report writer stop at `Reached`."""
     work = tmp_path_factory.mktemp("fuzz")
     root = work / "runs"
     with pytest.MonkeyPatch.context() as mp:
@@ -56,9 +60,7 @@ def place(tmp_path_factory):
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["lottery", *BASE, "--levels", "1", "--out", str(root)]) == 0
         (work / "a_file.txt").write_text("not a folder")
-        mp.setattr(ticketlab.experiments.study, "run_study", _reached)
-        mp.setattr(ticketlab.experiments.study, "train_ticket", _reached)
-        mp.setattr(ticketlab.experiments.reproduce, "run_study", _reached)
+        mp.setattr(ticketlab.experiments.registry, "check_before_planning", _checked_then_reached)
         mp.setattr(ticketlab.report.html, "write_report", _report_checks_only)
         (experiment,) = root.glob("lottery_*")
         yield work, root, experiment

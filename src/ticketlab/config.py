@@ -13,7 +13,7 @@ import dataclasses
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, get_args, get_origin, get_type_hints
 

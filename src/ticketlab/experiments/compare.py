@@ -16,16 +16,15 @@ from typing import Any
 
 from .. import store
 from ..config import RunConfig
-from ..data import DataSplits
 from ..errors import TicketlabError
-from ..jobs import Progress
+from ..jobs import Runtime
 from ..pruning import ladder_density, layers_of
 from ..seeds import streams
 from .controls import Control, control_jobs
 from .lottery import level_jobs
 from .pai import CHECKS, method, pai_jobs
 from .plan import resolve
-from .study import execute_all, prepared_runtime
+from .registry import Experiment, Planned, check_densities, check_replicates, drive, register_experiment
 
 MAX_LEVELS = 200
 
@@ -49,42 +48,53 @@ def nearest_levels(config: RunConfig, layers: dict, densities: list[float]) -> d
     return out
 
 
-def run_compare(config: RunConfig, methods: list[str], densities: list[float], *, replicates: int = 1,
-                checks: tuple[str, ...] = CHECKS, workers: int = 1, data: DataSplits | None = None,
-                progress: Progress | None = None, executor: str = "local", address: str | None = None,
-                **run_options: Any) -> Comparison:
-    """Plan, run (or read back) and collect the comparison; keyword arguments as for run_study."""
-    if not methods:
+@dataclass(frozen=True)
+class ComparePlan:
+    config: RunConfig  # its seed is the first replicate's
+    methods: tuple[str, ...]  # imp and the pai methods (pai.METHODS)
+    densities: tuple[float, ...]  # fractions of the weights kept
+    replicates: int = 1
+    checks: tuple[str, ...] = CHECKS  # sanity checks of each method's masks
+
+
+def _validate(plan: ComparePlan) -> None:
+    """Said before anything is planned or written."""
+    if not plan.methods:
         raise TicketlabError("compare needs at least one method")
-    for name in methods:  # said before anything is planned or written
+    for name in plan.methods:
         if name != "imp":
             method(name)
-    for d in densities:
-        if not 0 < d < 1:
-            raise TicketlabError(f"densities must be in (0, 1), got {d}")
-    runtime = prepared_runtime(config, 0, data, progress, **run_options)
-    config = dataclasses.replace(config, kind="lottery")
-    reps = resolve(config, [config.seed + r for r in range(replicates)], runtime)
+    check_densities(list(plan.densities))
+    check_replicates(plan.replicates)
+
+
+def _plan(plan: ComparePlan, runtime: Runtime) -> Planned:
+    config = dataclasses.replace(plan.config, kind="lottery")
+    reps = resolve(config, [config.seed + r for r in range(plan.replicates)], runtime)
     jobs, imp_levels = [], {}
-    if "imp" in methods:
+    if "imp" in plan.methods:
         loaded = runtime.data(config.dataset)
         layers = layers_of(runtime.model(config, loaded, streams(config.seed)["init"]))
-        imp_levels = nearest_levels(config, layers, densities)
+        imp_levels = nearest_levels(config, layers, list(plan.densities))
         for rep in reps:
             jobs += level_jobs(rep, max(imp_levels.values()))
-            jobs += [j for level in sorted(set(imp_levels.values())) for c in checks if c != "invert"
+            jobs += [j for level in sorted(set(imp_levels.values())) for c in plan.checks if c != "invert"
                      for j in control_jobs(rep, level, Control(c))]
     else:
         jobs += [j for rep in reps for j in level_jobs(rep, 0)]  # the dense baseline
-    folders, pai = pai_jobs(config, [m for m in methods if m != "imp"], densities, reps, runtime, checks)
-    unique = {j.folder: j for j in jobs + pai}
-    execute_all(list(unique.values()), runtime, workers, executor, address)
+    folders, pai = pai_jobs(config, [m for m in plan.methods if m != "imp"], list(plan.densities), reps, runtime,
+                            plan.checks)
+    return Planned(jobs + pai, (reps, imp_levels, folders, pai))
+
+
+def _read(plan: ComparePlan, planned: Planned, runtime: Runtime) -> Comparison:
+    reps, imp_levels, folders, pai = planned.layout
     rows = []
     for rep in reps:
         for d, level in imp_levels.items():
             ticket = runtime.path(rep.level(level))
             rows.append(_row("imp", d, store.read_summary(ticket)))
-            for c in checks:
+            for c in plan.checks:
                 if c != "invert":
                     rows.append(_row("imp", d, store.read_summary(store.control_dir(ticket, c, 0)), f"check_{c}"))
     rows += [_row(j.params["method"], j.params["density"], store.read_summary(runtime.path(j.folder))) for j in pai]
@@ -93,6 +103,18 @@ def run_compare(config: RunConfig, methods: list[str], densities: list[float], *
     if reps[0].lottery:
         experiments["imp"] = runtime.path(reps[0].lottery).parent
     return Comparison(rows, experiments, dense)
+
+
+COMPARE = register_experiment(Experiment(
+    "compare", "IMP, pruning at init and random masks at the same densities, each with its sanity checks",
+    ComparePlan, _plan, _read, validate=_validate, command="compare"))
+
+
+def run_compare(config: RunConfig, methods: list[str], densities: list[float], *, replicates: int = 1,
+                checks: tuple[str, ...] = CHECKS, **keywords: Any) -> Comparison:
+    """Plan, run (or read back) and collect the comparison; keyword arguments as for run_study."""
+    return drive(COMPARE, ComparePlan(config, tuple(methods), tuple(densities), replicates, tuple(checks)),
+                 **keywords)
 
 
 def _row(method: str, requested: float, summary: dict[str, Any], variant: str | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ the paper's even ladder points (100, 64.1, 41.1, 26.3, 16.9, 10.8, 6.9, 4.4%). T
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from ..configure import build_config
 from ..errors import TicketlabError
 from ..store import read_json, write_json
 from .controls import Control
-from .study import StudyPlan, StudyResult, run_study
+from ..jobs import Runtime
+from .registry import Experiment, Planned, drive, register_experiment
+from .study import LOTTERY, StudyPlan, StudyResult
 
 BUDGETS = ("quick", "full")
 
@@ -54,28 +57,61 @@ def lth_lenet(dataset: str, budget: str, overrides: dict[str, Any]) -> Recipe:
 RECIPES = {"lth-lenet": lth_lenet}
 
 
+@dataclass(frozen=True)
+class ReproducePlan:
+    name: str  # a recipe of RECIPES
+    dataset: str = "fashion_mnist"
+    budget: str = "quick"  # BUDGETS
+    report_dir: str | Path | None = None  # default ./report_<experiment>/, never inside the run store
+    overrides: dict[str, Any] | None = None  # config sections changing the recipe's settings (listed in its notes)
+
+    @functools.cached_property
+    def recipe(self) -> Recipe:
+        recipe = RECIPES[self.name](self.dataset, self.budget, self.overrides or {})
+        if self.overrides:
+            recipe = Recipe(recipe.plan, recipe.notes + (f"Settings changed from the recipe: {self.overrides}",))
+        return recipe
+
+
+def _validate(plan: ReproducePlan) -> None:
+    from ..report.html import check_report_dir
+
+    if plan.name not in RECIPES:
+        raise TicketlabError(f"unknown reproduction {plan.name!r}; choose one of: {', '.join(RECIPES)}")
+    if plan.budget not in BUDGETS:
+        raise TicketlabError(f"unknown budget {plan.budget!r}; choose one of: {', '.join(BUDGETS)}")
+    # said before hours of training, not after: the default folder lies in the current one
+    check_report_dir(Path(plan.report_dir) if plan.report_dir else Path.cwd() / "report_")
+    LOTTERY.validate(plan.recipe.plan)
+
+
+def _read(plan: ReproducePlan, planned: Planned, runtime: Runtime) -> tuple[StudyResult, dict[str, Path]]:
+    """The study, its config.json annotated with the recipe's notes, and the report written."""
+    from ..report.html import write_report
+
+    result = LOTTERY.read_back(plan.recipe.plan, planned, runtime)
+    config_file = result.experiment_dir / "config.json"
+    write_json(config_file, {**read_json(config_file), "notes": list(plan.recipe.notes),
+                             "recipe": f"{plan.name} ({plan.budget})"})
+    out = Path(plan.report_dir) if plan.report_dir else Path(f"report_{result.experiment_dir.name}")
+    seeds = [r["run_dir"] for r in result.replicates.values()]
+    files = write_report(seeds, out, title=f"{plan.name}: {plan.dataset}, {plan.budget} budget")
+    return result, files
+
+
+REPRODUCE = register_experiment(Experiment(
+    "reproduce", "a paper's experiment from a named recipe, with its report", ReproducePlan,
+    lambda plan, runtime: LOTTERY.plan(plan.recipe.plan, runtime), _read, validate=_validate,
+    configs=lambda plan: [plan.recipe.plan.config], levels=lambda plan: LOTTERY.levels(plan.recipe.plan),
+    command="reproduce"))
+
+
 def reproduce(name: str, *, dataset: str = "fashion_mnist", budget: str = "quick", report_dir: str | Path | None = None,
-              overrides: dict[str, Any] | None = None, **run_options: Any) -> tuple[StudyResult, dict[str, Path]]:
+              overrides: dict[str, Any] | None = None, **keywords: Any) -> tuple[StudyResult, dict[str, Path]]:
     """Run recipe `name` (resuming whatever is stored) and write its report; returns (study, report files).
 
     `overrides` (config sections, as for `build_config`) change the recipe's settings; the report then
     lists them among its notes, so a changed protocol never passes for the recipe's own. The report goes to
-    `report_dir`, by default `./report_<experiment>/`: never into the run store, which reports only read."""
-    from ..report.html import check_report_dir, write_report
-
-    if name not in RECIPES:
-        raise TicketlabError(f"unknown reproduction {name!r}; choose one of: {', '.join(RECIPES)}")
-    if budget not in BUDGETS:
-        raise TicketlabError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
-    # said before hours of training, not after: the default folder lies in the current one
-    check_report_dir(Path(report_dir) if report_dir else Path.cwd() / "report_")
-    recipe = RECIPES[name](dataset, budget, overrides or {})
-    if overrides:
-        recipe = Recipe(recipe.plan, recipe.notes + (f"Settings changed from the recipe: {overrides}",))
-    result = run_study(recipe.plan, **run_options)
-    config_file = result.experiment_dir / "config.json"
-    write_json(config_file, {**read_json(config_file), "notes": list(recipe.notes), "recipe": f"{name} ({budget})"})
-    out = Path(report_dir) if report_dir else Path(f"report_{result.experiment_dir.name}")
-    seeds = [r["run_dir"] for r in result.replicates.values()]
-    files = write_report(seeds, out, title=f"{name}: {dataset}, {budget} budget")
-    return result, files
+    `report_dir`, by default `./report_<experiment>/`: never into the run store, which reports only read.
+    Keyword arguments as for run_study."""
+    return drive(REPRODUCE, ReproducePlan(name, dataset, budget, report_dir, overrides), **keywords)

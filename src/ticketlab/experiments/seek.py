@@ -27,7 +27,7 @@ from ..config import RunConfig
 from ..data import DATASETS, DataSplits, dataset_info
 from ..errors import TicketlabError
 from ..identity import digest
-from ..jobs import Progress
+from ..jobs import Runtime
 from ..masks import Mask
 from ..models import build_model
 from ..models.planted import TASKS, construct, evaluate_layers, parse, planted_mask, recovery
@@ -40,7 +40,7 @@ from .lottery import level_jobs
 from .pai import method as pai_method, pai_jobs
 from .plan import provenance, resolve
 from .strong import strong_jobs
-from .study import execute_all, prepared_runtime
+from .registry import Experiment, Planned, check_densities, check_replicates, drive, register_experiment
 
 PLANTED = "planted.safetensors"
 SEEK_METHODS = ("imp", "snip", "grasp", "synflow", "random", "magnitude", "edge-popup")
@@ -108,26 +108,37 @@ def check_methods(methods: list[str], regression: bool) -> None:
                                  "(use imp, synflow, random, magnitude or edge-popup)")
 
 
-def run_seek(config: RunConfig, methods: list[str], densities: list[float], *, replicates: int = 1, workers: int = 1,
-             progress: Progress | None = None, executor: str = "local", address: str | None = None,
-             **run_options: Any) -> SeekResult:
-    """Run (or read back) each method at each density on the planted network of config.model.name
-    (planted_<task>_<depth>_<width>), one planted network per replicate seed; keyword arguments as for
-    run_study."""
-    task, depth, width = parse(config.model.name)
-    regression = DATASETS[config.dataset.name].regression if config.dataset.name in DATASETS else False
-    if config.dataset.name != task:
-        raise TicketlabError(f"{config.model.name} is planted for the {task} data set, not {config.dataset.name}")
-    check_methods(methods, regression)
-    for d in densities:
-        if not 0 < d < 1:
-            raise TicketlabError(f"densities must be in (0, 1), got {d}")
-    if replicates < 1:
-        raise TicketlabError(f"replicates must be at least 1, got {replicates}")
-    runtime = prepared_runtime(config, 0, None, progress, **run_options)
-    config = dataclasses.replace(config, kind="lottery")
-    seeds = [config.seed + r for r in range(replicates)]
-    planted = [plant_record(task, depth, width, s, runtime.root) for s in seeds]
+@dataclass(frozen=True)
+class SeekPlan:
+    config: RunConfig  # model planted_<task>_<depth>_<width> on its task's data set; seed: the first replicate's
+    methods: tuple[str, ...]  # SEEK_METHODS
+    densities: tuple[float, ...]  # fractions of the weights kept
+    replicates: int = 1
+
+    @property
+    def regression(self) -> bool:
+        name = self.config.dataset.name
+        return DATASETS[name].regression if name in DATASETS else False
+
+
+def _validate(plan: SeekPlan) -> None:
+    task, _, _ = parse(plan.config.model.name)
+    if plan.config.dataset.name != task:
+        raise TicketlabError(f"{plan.config.model.name} is planted for the {task} data set, not "
+                             f"{plan.config.dataset.name}")
+    check_methods(list(plan.methods), plan.regression)
+    for m in plan.methods:
+        if m not in ("imp", "edge-popup"):
+            pai_method(m)
+    check_densities(list(plan.densities))
+    check_replicates(plan.replicates)
+
+
+def _plan(plan: SeekPlan, runtime: Runtime) -> Planned:
+    config = dataclasses.replace(plan.config, kind="lottery")
+    methods, densities = plan.methods, list(plan.densities)
+    seeds = [config.seed + r for r in range(plan.replicates)]
+    planted = [plant_record(*parse(config.model.name), s, runtime.root) for s in seeds]
     reps = resolve(config, seeds, runtime)
     jobs, imp_levels = [], {}
     if "imp" in methods:
@@ -136,20 +147,16 @@ def run_seek(config: RunConfig, methods: list[str], densities: list[float], *, r
         jobs += [j for rep in reps for j in level_jobs(rep, max(imp_levels.values()))]
     else:
         jobs += [j for rep in reps for j in level_jobs(rep, 0)]  # the dense baseline
-    pai_names = [m for m in methods if m not in ("imp", "edge-popup")]
-    for m in pai_names:
-        pai_method(m)
-    _, pai = pai_jobs(config, pai_names, densities, reps, runtime, checks=())
+    _, pai = pai_jobs(config, [m for m in methods if m not in ("imp", "edge-popup")], densities, reps, runtime,
+                      checks=())
     strong: list = []
     if "edge-popup" in methods:
         _, strong = strong_jobs(config, StrongSpec("edge-popup", densities[0]), densities, reps, runtime)
-    notes = []
-    try:
-        execute_all(list({j.folder: j for j in jobs + pai + strong}.values()), runtime, workers, executor, address)
-    except TicketlabError as e:  # e.g. IMP collapsed at some level: the deeper levels are not run, the rest is
-        if not any(runtime.done(j.folder) for j in pai + strong + jobs):
-            raise
-        notes.append(str(e))
+    return Planned(jobs + pai + strong, (config, planted, reps, imp_levels, pai, strong))
+
+
+def _read(plan: SeekPlan, planned: Planned, runtime: Runtime) -> SeekResult:
+    config, planted, reps, imp_levels, pai, strong = planned.layout
     truth = {rep.seed: planted_mask(config.model.name, rep.seeds["init"]) for rep in reps}
     rows = []
     for rep in reps:
@@ -161,7 +168,21 @@ def run_seek(config: RunConfig, methods: list[str], densities: list[float], *, r
              for j in strong]
     dense = [store.read_summary(runtime.path(rep.level(0))) for rep in reps]
     data = runtime.data(config.dataset)
-    return SeekResult(rows, planted, [planted_baseline(config, s, data) for s in seeds], dense, regression, notes)
+    baseline = [planted_baseline(config, rep.seed, data) for rep in reps]
+    return SeekResult(rows, planted, baseline, dense, plan.regression, planned.notes)
+
+
+SEEK = register_experiment(Experiment(
+    "seek", "Plant 'n' Seek: pruning methods on a network with a planted ticket, scored by what they recover",
+    SeekPlan, _plan, _read, validate=_validate, partial=True, command="seek"))
+
+
+def run_seek(config: RunConfig, methods: list[str], densities: list[float], *, replicates: int = 1,
+             **keywords: Any) -> SeekResult:
+    """Run (or read back) each method at each density on the planted network of config.model.name
+    (planted_<task>_<depth>_<width>), one planted network per replicate seed; keyword arguments as for
+    run_study. A job that could not run (built on a collapsed IMP level) is a "not run" row, said in notes."""
+    return drive(SEEK, SeekPlan(config, tuple(methods), tuple(densities), replicates), **keywords)
 
 
 def _row(method: str, requested: float, job: Path, truth: dict[str, torch.Tensor]) -> dict[str, Any]:

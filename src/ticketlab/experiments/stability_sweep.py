@@ -8,55 +8,95 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import store
 from ..config import RunConfig
 from ..errors import TicketlabError
+from ..jobs import Runtime
 from ..matching import lowest_matching
 from ..report.stability import sweep_figure, sweep_table
 from .stability import StabilitySpec
-from .study import StudyPlan, run_study
+from .registry import Experiment, Planned, drive, register_experiment
+from .study import LOTTERY, StudyPlan
 
-def stability_sweep(config: RunConfig, steps: list[int], levels: list[int], *, replicates: int = 1,
-                    points: int = 30, threshold: float = 0.02, train_eval_size: int = 10_000,
-                    recompute_bn: bool = True, out: str | Path | None = None, workers: int = 1,
-                    executor: str = "local", address: str | None = None, data: Any = None,
-                    progress: Any = None, **run_options: Any) -> dict[str, Any]:
-    """Every (k, L) of `steps` x `levels`: IMP with rewinding to k for L levels (one experiment per k, level 0
-    = the shared dense run), two copies from theta_k masked by level L's mask, the error barrier between them;
-    each subnetwork's accuracy against the dense network's ("matching"). Writes the figure (instability vs k
-    per density; accuracy vs density per k), sweep.json and sweep.md into `out` (default
-    ./stability_<experiment>, never inside the run store); returns {"experiment_dir", "rows", "results",
-    "dense_accuracy", "files"}."""
-    if out is not None:
-        _check_out(out)
-    specs = tuple(StabilitySpec(step=k, level=level, points=points, threshold=threshold,
-                                train_eval_size=train_eval_size, recompute_bn=recompute_bn)
-                  for level in levels for k in steps)
-    for spec in specs:  # said before anything is written (the planner checks them again)
-        spec.check(config.training.train_steps)
-    base = dataclasses.replace(config, kind="lottery", lottery=dataclasses.replace(config.lottery, levels=0))
-    plan = StudyPlan(base, replicates=replicates, stability=specs)
-    result = run_study(plan, workers=workers, executor=executor, address=address, data=data, progress=progress,
-                       **run_options)
-    root = Path(run_options.get("root", store.DEFAULT_ROOT))
+
+@dataclass(frozen=True)
+class StabilitySweepPlan:
+    config: RunConfig  # its seed is the first replicate's
+    steps: tuple[int, ...]  # rewind steps k
+    levels: tuple[int, ...]  # IMP levels L
+    replicates: int = 1
+    points: int = 30
+    threshold: float = 0.02
+    train_eval_size: int = 10_000
+    recompute_bn: bool = True
+    out: str | Path | None = None  # the figures' folder (default ./stability_<experiment>, never in the store)
+
+    def study(self) -> StudyPlan:
+        """The study it runs: IMP with rewinding to each k (level 0 = the shared dense run) and the analyses."""
+        specs = tuple(StabilitySpec(step=k, level=level, points=self.points, threshold=self.threshold,
+                                    train_eval_size=self.train_eval_size, recompute_bn=self.recompute_bn)
+                      for level in self.levels for k in self.steps)
+        base = dataclasses.replace(self.config, kind="lottery",
+                                   lottery=dataclasses.replace(self.config.lottery, levels=0))
+        return StudyPlan(base, replicates=self.replicates, stability=specs)
+
+
+def _validate(plan: StabilitySweepPlan) -> None:
+    """Said before anything is written (the planner checks the analyses again)."""
+    if plan.out is not None:
+        _check_out(plan.out)
+    study = plan.study()
+    for spec in study.stability:
+        spec.check(plan.config.training.train_steps)
+    LOTTERY.validate(study)
+
+
+def _plan(plan: StabilitySweepPlan, runtime: Runtime) -> Planned:
+    return LOTTERY.plan(plan.study(), runtime)
+
+
+def _read(plan: StabilitySweepPlan, planned: Planned, runtime: Runtime) -> dict[str, Any]:
+    """The rows, and the figure, sweep.json and sweep.md written into plan.out."""
+    result = LOTTERY.read_back(plan.study(), planned, runtime)
     results = [r for rep in result.replicates.values() for r in rep["stability"]]
     dense = [store.read_summary(rep["run_dir"] / "level_0") for rep in result.replicates.values()
              if store.is_done(rep["run_dir"] / "level_0")]
-    rows, dense_acc = sweep_rows(results, dense, root)
-    out = Path(out) if out is not None else Path(f"stability_{result.experiment_dir.name}")
+    rows, dense_acc = sweep_rows(results, dense, runtime.root)
+    out = Path(plan.out) if plan.out is not None else Path(f"stability_{result.experiment_dir.name}")
     _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     name = result.experiment_dir.name
-    drawn = sweep_figure(rows, dense_acc, threshold, out, name)
+    drawn = sweep_figure(rows, dense_acc, plan.threshold, out, name)
     store.write_json(out / "sweep.json", {"experiment_dir": str(result.experiment_dir), "dense": dense_acc,
                                           "rows": rows, "results": results})
     (out / "sweep.md").write_text(sweep_table(rows, dense_acc))
     files = {"png": drawn.png, "svg": drawn.svg, "json": out / "sweep.json", "md": out / "sweep.md"}
     return {"experiment_dir": result.experiment_dir, "rows": rows, "results": results, "dense_accuracy": dense_acc,
             "files": files}
+
+
+STABILITY = register_experiment(Experiment(
+    "stability", "instability and matching over rewind steps k and IMP levels (Frankle et al. 2020)",
+    StabilitySweepPlan, _plan, _read, validate=_validate,
+    levels=lambda plan: LOTTERY.levels(plan.study()), command="stability"))
+
+
+def stability_sweep(config: RunConfig, steps: list[int], levels: list[int], *, replicates: int = 1,
+                    points: int = 30, threshold: float = 0.02, train_eval_size: int = 10_000,
+                    recompute_bn: bool = True, out: str | Path | None = None, **keywords: Any) -> dict[str, Any]:
+    """Every (k, L) of `steps` x `levels`: IMP with rewinding to k for L levels (one experiment per k, level 0
+    = the shared dense run), two copies from theta_k masked by level L's mask, the error barrier between them;
+    each subnetwork's accuracy against the dense network's ("matching"). Writes the figure (instability vs k
+    per density; accuracy vs density per k), sweep.json and sweep.md into `out` (default
+    ./stability_<experiment>, never inside the run store); returns {"experiment_dir", "rows", "results",
+    "dense_accuracy", "files"}. Keyword arguments as for run_study."""
+    plan = StabilitySweepPlan(config, tuple(steps), tuple(levels), replicates, points, threshold, train_eval_size,
+                              recompute_bn, out)
+    return drive(STABILITY, plan, **keywords)
 
 
 def _check_out(out: str | Path) -> None:

@@ -24,18 +24,17 @@ from typing import Any
 
 from .. import store
 from ..config import RunConfig
-from ..data import DataSplits
 from ..doctor import examine
 from ..errors import TicketlabError
 from ..identity import digest
-from ..jobs import Job, Progress, Runtime, register_kind
+from ..jobs import Job, Runtime, register_kind
 from ..masks import prunable
 from ..training.supermask import (StrongSpec, evaluate_fixed, kept_count, large_final_same_sign, learn_mask,
                                   prepare_frozen, summary_of)
 from .job import require_healthy
 from .lottery import level_jobs
 from .plan import Replicate, dense_experiment, provenance, relative, resolve
-from .study import execute_all, prepared_runtime
+from .registry import Experiment, Planned, check_replicates, drive, register_experiment
 
 
 # Each method's own recipe, layered between the model's preset and the user's settings (`ticketlab strong`):
@@ -139,25 +138,47 @@ def row_of(summary: dict[str, Any], job_dir: Path) -> dict[str, Any]:
     return {**{k: summary.get(k) for k in keys}, "job_dir": str(job_dir)}
 
 
+@dataclass(frozen=True)
+class StrongPlan:
+    config: RunConfig  # its seed is the first replicate's; its training recipe (cosine LR) learns the masks
+    method: str  # training.supermask.METHODS
+    ks: tuple[float, ...]  # fractions of the weights KEPT per layer
+    replicates: int = 1
+    weights: str = "own"  # the frozen weights' init
+    scale_fan: bool = False
+
+    def specs(self) -> list[StrongSpec]:
+        return [StrongSpec(self.method, k, self.weights, self.scale_fan) for k in self.ks]
+
+
+def _validate(plan: StrongPlan) -> None:
+    if not plan.ks:
+        raise TicketlabError("strong needs at least one k (the fraction of weights kept)")
+    check_replicates(plan.replicates)
+    for spec in plan.specs():
+        spec.check()
+
+
+def _plan(plan: StrongPlan, runtime: Runtime) -> Planned:
+    config = dataclasses.replace(plan.config, kind="train")
+    reps = resolve(config, [config.seed + r for r in range(plan.replicates)], runtime)
+    folders, jobs = strong_jobs(config, plan.specs()[0], list(plan.ks), reps, runtime)
+    return Planned(jobs, folders)
+
+
+def _read(plan: StrongPlan, planned: Planned, runtime: Runtime) -> StrongResult:
+    rows = [row_of(store.read_summary(runtime.path(j.folder)), runtime.path(j.folder)) for j in planned.jobs
+            if j.kind == "strong"]
+    return StrongResult(rows, planned.layout)
+
+
+STRONG = register_experiment(Experiment(
+    "strong", "strong tickets: masks learned on frozen random weights (edge-popup, supermask, lfss)",
+    StrongPlan, _plan, _read, validate=_validate, command="strong"))
+
+
 def run_strong(config: RunConfig, method: str, ks: list[float], *, replicates: int = 1, weights: str = "own",
-               scale_fan: bool = False, workers: int = 1, data: DataSplits | None = None,
-               progress: Progress | None = None, executor: str = "local", address: str | None = None,
-               **run_options: Any) -> StrongResult:
+               scale_fan: bool = False, **keywords: Any) -> StrongResult:
     """Learn (or read back) a strong ticket at each k (the fraction of weights KEPT per layer) for each
     replicate; keyword arguments as for run_study. The training recipe is config.training (cosine LR)."""
-    if not ks:
-        raise TicketlabError("strong needs at least one k (the fraction of weights kept)")
-    if replicates < 1:
-        raise TicketlabError(f"replicates must be at least 1, got {replicates}")
-    spec = StrongSpec(method, ks[0], weights, scale_fan)
-    for k in ks:
-        dataclasses.replace(spec, k=k).check()
-    runtime = prepared_runtime(config, 0, data, progress, **run_options)
-    config = dataclasses.replace(config, kind="train")
-    reps = resolve(config, [config.seed + r for r in range(replicates)], runtime)
-    folders, jobs = strong_jobs(config, spec, ks, reps, runtime)
-    execute_all(list({j.folder: j for j in jobs}.values()), runtime, workers, executor, address)
-    rows = [row_of(store.read_summary(runtime.path(j.folder)), runtime.path(j.folder)) for j in jobs
-            if j.kind == "strong"]
-    return StrongResult(rows, folders)
-
+    return drive(STRONG, StrongPlan(config, method, tuple(ks), replicates, weights, scale_fan), **keywords)

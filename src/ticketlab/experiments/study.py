@@ -9,20 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-from torch import nn
+from typing import Any
 
 from .. import store
 from ..config import RunConfig
-from ..configure import check_data_size, check_model
 from ..data import DataSplits
-from ..errors import TicketlabError
-from ..executors import make_executor, parse_population
-from ..jobs import Job, Progress, RunOptions, Runtime
+from ..jobs import Job, Progress, Runtime
 from .controls import Control, control_jobs, parse_controls
 from .lottery import level_jobs
 from .plan import Replicate, resolve
+from .registry import Experiment, Planned, check_replicates, drive, register_experiment
+from .registry import make_options as options  # noqa: F401  (the name callers of run_study know)
 from .stability import StabilitySpec, stability_jobs
 from .tickets import ticket_jobs
 
@@ -71,8 +68,7 @@ class LotteryResult:
 
 def plan_jobs(plan: StudyPlan, runtime: Runtime) -> tuple[list[Replicate], list[Job]]:
     """Every job of the plan, each listed once, in an order that respects the dependencies."""
-    if plan.replicates < 1:
-        raise TicketlabError(f"replicates must be at least 1, got {plan.replicates}")
+    check_replicates(plan.replicates)
     reps = resolve(plan.config, plan.seeds, runtime)
     jobs: dict[str, Job] = {}
     for rep in reps:
@@ -88,58 +84,39 @@ def plan_jobs(plan: StudyPlan, runtime: Runtime) -> tuple[list[Replicate], list[
     return reps, list(jobs.values())
 
 
-def options(root: Path | str = store.DEFAULT_ROOT, data_dir: str | Path | None = None, device: str = "cpu",
-            threads: int = 1, download: bool = True, checkpoint_every: int = 1000,
-            model_fn: Callable[[], nn.Module] | None = None, population: str | int = "auto") -> RunOptions:
-    return RunOptions(root=str(root), data_dir=str(data_dir) if data_dir else None, device=device, threads=threads,
-                      download=download, checkpoint_every=checkpoint_every, model_fn=model_fn,
-                      population=parse_population(population))
+def _levels(plan: StudyPlan) -> int:
+    return max([plan.levels or 0, *(s.level for s in plan.stability)])
+
+
+def _plan(plan: StudyPlan, runtime: Runtime) -> Planned:
+    reps, jobs = plan_jobs(plan, runtime)
+    return Planned(jobs, reps)
+
+
+def _read(plan: StudyPlan, planned: Planned, runtime: Runtime) -> StudyResult:
+    return read_back(plan, planned.layout, planned.jobs, runtime.root)
+
+
+LOTTERY = register_experiment(Experiment(
+    "lottery", "IMP levels of a config (kind train: the dense run), with controls and stability analyses",
+    StudyPlan, _plan, _read, validate=lambda plan: check_replicates(plan.replicates), levels=_levels,
+    command="lottery"))
 
 
 def run_study(plan: StudyPlan, *, workers: int = 1, data: DataSplits | None = None,
               progress: Progress | None = None, executor: str = "local", address: str | None = None,
               **run_options: Any) -> StudyResult:
-    """Run (or resume, or read back) every job of `plan`. Keyword arguments: `options`' (root, data_dir,
-    device, threads, download, checkpoint_every, model_fn, population: "auto" | "off" | N). `data`: the data set's tensors, used in this
-    process in place of loading `plan.config.dataset` (workers load it by name).
+    """Run (or resume, or read back) every job of `plan` (registry.drive). Keyword arguments: `options`'
+    (root, data_dir, device, threads, download, checkpoint_every, model_fn, population: "auto" | "off" | N).
+    `data`: the data set's tensors, used in this process in place of loading `plan.config.dataset` (workers
+    load it by name).
 
     workers > 1: independent jobs run in that many processes (the local executor); 1: in this process.
     executor="ray": one Ray task per job on the cluster at `address` ("auto", "HOST:PORT"; its nodes must see
     `root` at the same path), or with address None on a Ray instance started here with `workers` CPUs.
     """
-    runtime = prepared_runtime(plan.config, max([plan.levels or 0, *(s.level for s in plan.stability)]), data,
-                               progress, **run_options)
-    reps, jobs = plan_jobs(plan, runtime)
-    execute_all(jobs, runtime, workers, executor, address)
-    return read_back(plan, reps, jobs, runtime.root)
-
-
-def prepared_runtime(config: RunConfig, levels: int, data: DataSplits | None, progress: Progress | None,
-                     **run_options: Any) -> Runtime:
-    """The runtime every run_* call plans on: `options`' settings, `data` (if given) standing in for
-    config.dataset, and the config checked before anything is planned or written (check_before_planning)."""
-    runtime = Runtime(options(**run_options), progress)
-    if data is not None:
-        runtime.add_data(config.dataset, data)
-    check_before_planning(config, levels, runtime, data_given=data is not None)
-    return runtime
-
-
-def check_before_planning(config: RunConfig, levels: int, runtime: Runtime, data_given: bool) -> None:
-    """What only the data registry and the network can tell, said before anything is loaded or written: the
-    split and batch fit the registered data set (unless the caller gave its own tensors), and the registry's
-    model builds and keeps some weight after `levels` (configure.check_data_size, check_model)."""
-    if not data_given:
-        check_data_size(config)
-    if runtime.options.model_fn is None:
-        check_model(config, levels)
-
-
-def execute_all(jobs: list[Job], runtime: Runtime, workers: int, executor: str = "local",
-                address: str | None = None) -> None:
-    """executor "local": worker processes for workers > 1, else this process (its loaded data reused);
-    "ray": Ray tasks on the cluster at `address` (None: a Ray instance started here with `workers` CPUs)."""
-    make_executor(executor, workers, address, runtime, runtime.options.population).run(jobs, runtime.options)
+    return drive(LOTTERY, plan, workers=workers, data=data, progress=progress, executor=executor,
+                 address=address, **run_options)
 
 
 def read_back(plan: StudyPlan, reps: list[Replicate], jobs: list[Job], root: Path) -> StudyResult:
@@ -157,23 +134,43 @@ def read_back(plan: StudyPlan, reps: list[Replicate], jobs: list[Job], root: Pat
     return result
 
 
-def train_ticket(config: RunConfig, path: str | Path, *, replicates: int = 1, start: str = "stored",
-                 workers: int = 1, data: DataSplits | None = None, progress: Progress | None = None,
-                 executor: str = "local", address: str | None = None, **run_options: Any) -> StudyResult:
-    """Train the mask of a ticket file (export --format safetensors) under `config`'s recipe, one job per
-    seed; `start` is "stored" (the file's weights and start step) or "own" (this model's initial weights)."""
-    if replicates < 1:
-        raise TicketlabError(f"replicates must be at least 1, got {replicates}")
-    runtime = prepared_runtime(config, 0, data, progress, **run_options)
-    folder, jobs = ticket_jobs(config, path, [config.seed + r for r in range(replicates)], runtime, start)
-    execute_all(jobs, runtime, workers, executor, address)
-    result = StudyResult(folder)
-    for job in jobs:
+@dataclass(frozen=True)
+class TicketPlan:
+    """A ticket file's mask trained under `config`'s recipe, one job per seed."""
+
+    config: RunConfig  # its seed is the first replicate's
+    path: str | Path  # the ticket file (export --format safetensors)
+    replicates: int = 1
+    start: str = "stored"  # "stored": the file's weights and start step; "own": this model's initial weights
+
+
+def _ticket_plan(plan: TicketPlan, runtime: Runtime) -> Planned:
+    folder, jobs = ticket_jobs(plan.config, plan.path, [plan.config.seed + r for r in range(plan.replicates)],
+                               runtime, plan.start)
+    return Planned(jobs, folder)
+
+
+def _ticket_read(plan: TicketPlan, planned: Planned, runtime: Runtime) -> StudyResult:
+    result = StudyResult(planned.layout)
+    for job in planned.jobs:
         seed = job.params["config"].seed
         result.replicates[seed] = {"run_dir": runtime.path(job.folder).parent,
                                    "levels": [store.read_summary(runtime.path(job.folder))], "controls": [],
                                    "stability": []}
     return result
+
+
+TICKET = register_experiment(Experiment(
+    "ticket", "a ticket file's mask trained under a config's recipe", TicketPlan, _ticket_plan, _ticket_read,
+    validate=lambda plan: check_replicates(plan.replicates), command="train"))
+
+
+def train_ticket(config: RunConfig, path: str | Path, *, replicates: int = 1, start: str = "stored",
+                 **keywords: Any) -> StudyResult:
+    """Train the mask of a ticket file (export --format safetensors) under `config`'s recipe, one job per
+    seed; `start` is "stored" (the file's weights and start step) or "own" (this model's initial weights).
+    Keyword arguments as for run_study."""
+    return drive(TICKET, TicketPlan(config, path, replicates, start), **keywords)
 
 
 def run_lottery(config: RunConfig, **kwargs: Any) -> LotteryResult:
@@ -188,4 +185,5 @@ def run_lottery(config: RunConfig, **kwargs: Any) -> LotteryResult:
     return LotteryResult(run_dir=rep["run_dir"], levels=rep["levels"])
 
 
-__all__ = ["LotteryResult", "StudyPlan", "StudyResult", "parse_controls", "plan_jobs", "run_lottery", "run_study"]
+__all__ = ["LotteryResult", "StudyPlan", "StudyResult", "TicketPlan", "parse_controls", "plan_jobs", "run_lottery",
+           "run_study", "train_ticket"]

@@ -23,6 +23,7 @@ final training loss and accuracy on the (noisy) labels it was trained on, and on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -35,11 +36,12 @@ from ..config import SECTIONS, RunConfig, merge
 from ..configure import build_config
 from ..data import DataSplits
 from ..errors import TicketlabError
-from ..jobs import Job, Progress, Runtime
+from ..jobs import Job, Runtime
 from ..masks import prunable
 from ..models import construct
 from ..pruning import ladder_density, layers_of
-from .study import StudyPlan, check_before_planning, execute_all, options, plan_jobs
+from .registry import Experiment, Planned, check_replicates, drive, register_experiment
+from .study import StudyPlan, plan_jobs
 
 MAX_POINTS = 10_000  # sane bound on the cross product: more is a typo
 ROW_METRICS = ("final_test_accuracy", "early_stop_test_accuracy", "final_train_accuracy", "final_train_loss",
@@ -153,39 +155,38 @@ def _value(config: RunConfig, key: str) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def run_sweep(base: RunConfig | dict[str, Any], over: dict[str, list[Any]], *, replicates: int = 1, levels: int = 0,
-              workers: int = 1, data: DataSplits | None = None, progress: Progress | None = None,
-              executor: str = "local", address: str | None = None, **run_options: Any) -> Sweep:
-    """Run (or read back) every point of the sweep x `replicates` seeds; keyword arguments as run_study's.
-    Every point is checked before anything is written. `base` as for plan_sweep: config layers resolve
-    durations in epochs per point, a RunConfig keeps its step counts. Jobs that could not run (built on a
-    collapsed or diverged level) are "not run" rows, and the executor's message is in the sweep's notes."""
-    if replicates < 1:
-        raise TicketlabError(f"replicates must be at least 1, got {replicates}")
-    sweep = plan_sweep(base, over, levels)
-    if data is not None and any(k.startswith("dataset.") for k in over):
-        raise TicketlabError("a sweep given its data tensors cannot vary dataset settings (the tensors would be "
-                             "used for every point): sweep a registered data set instead")
-    runtime = Runtime(options(**run_options), progress)
-    configs = [sweep.config(p) for p in sweep.points]
-    for config in configs:
-        if data is not None:
-            runtime.add_data(config.dataset, data)
-        check_before_planning(config, levels, runtime, data_given=data is not None)
-    jobs: dict[str, Job] = {}
+@dataclass(frozen=True)
+class SweepPlan:
+    base: RunConfig | dict[str, Any]  # as for plan_sweep: config layers (epochs per point) or a RunConfig
+    over: dict[str, list[Any]]  # setting -> its values
+    replicates: int = 1
+    levels: int = 0  # > 0: IMP levels at every point
+
+    @functools.cached_property
+    def sweep(self) -> Sweep:
+        """The points (built once: every point's config is checked when it is built)."""
+        return plan_sweep(self.base, self.over, self.levels)
+
+
+def _validate(plan: SweepPlan) -> None:
+    check_replicates(plan.replicates)
+    plan.sweep  # noqa: B018  (every point checked before anything is written)
+
+
+def _plan(plan: SweepPlan, runtime: Runtime) -> Planned:
+    jobs: list[Job] = []
     planned = []
-    for point, config in zip(sweep.points, configs):
-        reps, point_jobs = plan_jobs(StudyPlan(config, replicates=replicates), runtime)
+    for point in plan.sweep.points:
+        config = plan.sweep.config(point)
+        reps, point_jobs = plan_jobs(StudyPlan(config, replicates=plan.replicates), runtime)
         planned.append((point, config, reps))
-        for job in point_jobs:
-            jobs.setdefault(job.folder, job)
-    try:
-        execute_all(list(jobs.values()), runtime, workers, executor, address)
-    except TicketlabError as e:  # e.g. IMP collapsed or diverged at some level: deeper levels are not run
-        if not any(runtime.done(folder) for folder in jobs):
-            raise
-        sweep.notes.append(str(e))
-    for point, config, reps in planned:
+        jobs += point_jobs
+    return Planned(jobs, planned)
+
+
+def _read(plan: SweepPlan, planned: Planned, runtime: Runtime) -> Sweep:
+    sweep, levels = dataclasses.replace(plan.sweep, rows=[], notes=list(planned.notes)), plan.levels
+    for point, config, reps in planned.layout:
         counts = parameter_counts(config, runtime)
         done = {}
         for rep in reps:
@@ -200,6 +201,26 @@ def run_sweep(base: RunConfig | dict[str, Any], over: dict[str, list[Any]], *, r
                                                           runtime.path(rep.level(level)), done.values(), runtime)
                 sweep.rows.append(done[(rep.seed, level)])
     return sweep
+
+
+SWEEP = register_experiment(Experiment(
+    "sweep", "the cross product of settings x seeds, each point a study; every result one row", SweepPlan,
+    _plan, _read, validate=_validate, configs=lambda plan: [plan.sweep.config(p) for p in plan.sweep.points],
+    levels=lambda plan: plan.levels, partial=True, command="sweep"))
+
+
+def run_sweep(base: RunConfig | dict[str, Any], over: dict[str, list[Any]], *, replicates: int = 1, levels: int = 0,
+              data: DataSplits | None = None, **keywords: Any) -> Sweep:
+    """Run (or read back) every point of the sweep x `replicates` seeds; keyword arguments as run_study's.
+    Every point is checked before anything is written. `base` as for plan_sweep: config layers resolve
+    durations in epochs per point, a RunConfig keeps its step counts. Jobs that could not run (built on a
+    collapsed or diverged level) are "not run" rows, and the executor's message is in the sweep's notes."""
+    plan = SweepPlan(base, over, replicates, levels)
+    _validate(plan)
+    if data is not None and any(k.startswith("dataset.") for k in over):
+        raise TicketlabError("a sweep given its data tensors cannot vary dataset settings (the tensors would be "
+                             "used for every point): sweep a registered data set instead")
+    return drive(SWEEP, plan, data=data, **keywords)
 
 
 def parameter_counts(config: RunConfig, runtime: Runtime) -> dict[str, int]:
