@@ -91,3 +91,28 @@ def test_a_methods_folder_depends_on_the_rates_only_when_its_allocation_reads_th
         assert folders[0.2]["random-layerwise"] != folders[0.5]["random-layerwise"]
     finally:
         METHODS.pop("random-layerwise")
+
+
+def test_sparse_from_the_start_methods_train_beside_imp_with_their_training_cost(tmp_path, synthetic):
+    """rigl, set and gmp end at the requested density with a mask that moved; every row says what it cost to
+    train: a fixed mask 3 f(mask) per example per step, IMP every level it took, the dense run included."""
+    config = small_config(training={"train_steps": 60, "eval_every": 30}, pruning={"rate": 0.5})
+    result = run_compare(config, ["imp", "rigl", "set", "gmp", "random-erk"], [0.2], checks=(), data=synthetic,
+                         root=tmp_path)
+    rows = {r["method"]: r for r in result.rows}
+    for name in ("rigl", "set", "gmp"):
+        assert rows[name]["density"] == pytest.approx(0.2, abs=2e-3) and rows[name]["status"] == "ok"
+        summary = json.loads((result.experiments[name] / "seed_0" / "density_0.2" / "summary.json").read_text())
+        assert summary["mask_updates"] >= 1 and summary["checks"]["pruned_max_abs"] == {
+            "weight": 0.0, "grad": 0.0, "optimizer_state": 0.0}
+    assert rows["set"]["train_cost"] == pytest.approx(rows["random-erk"]["train_cost"])  # same counts each step
+    assert rows["rigl"]["train_cost"] > rows["set"]["train_cost"]  # + its dense gradients at update steps
+    assert 0.2 < rows["gmp"]["train_cost"] < 1  # dense at first, then pruned on the cubic schedule
+    imp = rows["imp"]  # level L of IMP at rate 0.5: the dense run and every level, each a whole training
+    densities = [0.5 ** level for level in range(3)]
+    assert imp["train_cost"] == pytest.approx(sum(densities), rel=0.05)
+    again = run_compare(config, ["imp", "rigl", "set", "gmp", "random-erk"], [0.2], checks=(), data=synthetic,
+                        root=tmp_path)
+    assert [r["train_cost"] for r in again.rows] == [r["train_cost"] for r in result.rows]  # read back
+    files = write_report(result, tmp_path / "report", "sparse from the start")
+    assert files["cost_png"].stat().st_size > 0 and "train FLOPs (x dense)" in files["md"].read_text()

@@ -152,3 +152,20 @@ def test_strong_command_end_to_end_with_export_and_report(tmp_path, capsys):
     assert main(["strong", *SMALL, "--k", "0.3,0.6", "--weights", "signed_constant", "--out", str(runs),
                  "--report-dir", str(rep)]) == 0
     assert "done:" not in capsys.readouterr().err
+
+
+def test_a_strong_ticket_that_diverges_is_stored_as_diverged_and_said_in_one_line(tmp_path, capsys):
+    """Scores at an absurd LR overflow: the job is finished as "diverged" (no accuracy, no mask), a rerun
+    reads it back instead of training it again, and the command ends with one line naming it."""
+    runs, rep = tmp_path / "runs", tmp_path / "rep"
+    argv = ["strong", *SMALL, "--k", "0.5", "--lr", "1e30", "--out", str(runs), "--report-dir", str(rep)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("ticketlab: error: 1 strong ticket(s) diverged (seed 0 k=0.5 at step ")
+    assert any("diverged at step" in line for line in err[:-1])
+    (summary_file,) = runs.glob("strong_*/seed_0/level_0/summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "diverged" and summary["final_test_accuracy"] is None
+    assert summary["diverged_at_step"] >= 0 and not (summary_file.parent / "mask.safetensors").exists()
+    assert main(argv) == 2  # read back, not trained again
+    assert "diverged at step" not in "\n".join(capsys.readouterr().err.splitlines()[:-1])

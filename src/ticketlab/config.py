@@ -319,7 +319,7 @@ def validate(c: RunConfig) -> None:
                                                  f"(0, {MAX_WIDTH:g}], got {c.model.width}"),
         (t.optimizer in OPTIMIZERS, lambda: f"training.optimizer must be adam or sgd, got {t.optimizer!r}"),
         (t.loss in LOSSES, lambda: f"training.loss must be cross_entropy or mse, got {t.loss!r}"),
-        (_positive(t.lr), lambda: f"training.lr must be > 0 and finite, got {t.lr}"),
+        (_positive(t.lr), lambda: f"training.lr must be > 0 and at most {FLOAT32_MAX:.3g} (float32), got {t.lr}"),
         (t.batch_size >= 1, lambda: f"training.batch_size must be >= 1, got {t.batch_size}"),
         (t.train_steps >= 1, lambda: f"training.train_steps must be >= 1, got {t.train_steps}"),
         (t.eval_every >= 1, lambda: f"training.eval_every must be >= 1, got {t.eval_every}"),
@@ -329,17 +329,17 @@ def validate(c: RunConfig) -> None:
         (0 <= t.momentum < 1, lambda: f"training.momentum must be in [0, 1), got {t.momentum}"),
         (not t.nesterov or (t.optimizer == "sgd" and t.momentum > 0),
          lambda: "training.nesterov needs sgd with momentum > 0"),
-        (0 <= t.weight_decay < math.inf, lambda: f"training.weight_decay must be >= 0 and finite, "
-                                                 f"got {t.weight_decay}"),
-        (_positive(t.gamma), lambda: f"training.gamma (the LR factor at each milestone) must be > 0 and "
-                                     f"finite, got {t.gamma}"),
+        (0 <= t.weight_decay <= FLOAT32_MAX, lambda: f"training.weight_decay must be >= 0 and at most "
+                                                     f"{FLOAT32_MAX:.3g} (float32), got {t.weight_decay}"),
+        (_positive(t.gamma), lambda: f"training.gamma (the LR factor at each milestone) must be > 0 and at "
+                                     f"most {FLOAT32_MAX:.3g} (float32), got {t.gamma}"),
         (list(t.milestones) == sorted(t.milestones), lambda: "training.milestones must be increasing"),
         (lot.levels >= 0, lambda: f"lottery.levels must be >= 0, got {lot.levels}"),
         (lot.levels <= MAX_LEVELS, lambda: f"lottery.levels must be at most {MAX_LEVELS:,}, got {lot.levels:,}"),
         (lot.retrain in RETRAIN_MODES,
          lambda: f"lottery.retrain must be one of {', '.join(RETRAIN_MODES)}, got {lot.retrain!r}"),
         (lot.finetune_lr is None or _positive(lot.finetune_lr),
-         lambda: f"lottery.finetune_lr must be > 0 and finite, got {lot.finetune_lr}"),
+         lambda: f"lottery.finetune_lr must be > 0 and at most {FLOAT32_MAX:.3g} (float32), got {lot.finetune_lr}"),
         (lot.rewind_step < t.train_steps,
          lambda: f"lottery.rewind_step ({lot.rewind_step}) must be below training.train_steps ({t.train_steps})"),
     ]
@@ -353,6 +353,9 @@ def validate(c: RunConfig) -> None:
             raise TicketlabError(message())
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # rates multiply float32 weights: a larger one is an overflow, not a number
+
+
 def _positive(x: float) -> bool:
-    """A finite number > 0 (NaN and infinities fail)."""
-    return 0 < x < math.inf
+    """A number > 0 that a float32 holds (NaN, infinities and overflowing values fail)."""
+    return 0 < x <= FLOAT32_MAX

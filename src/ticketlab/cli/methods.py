@@ -23,9 +23,12 @@ def add_parsers(sub: Any) -> None:
     cp = sub.add_parser("compare", help="IMP, pruning at initialisation and random masks at the same densities, "
                         "trained alike, with their sanity checks and a report")
     add_run_flags(cp, lottery=True)
+    from ..experiments.pai import METHODS as PAI
+    from ..training.dynamic import METHODS as DYNAMIC
+
     cp.add_argument("--methods", default="imp,snip,grasp,synflow,magnitude,random,random-erk",
-                    help="comma list of imp, snip, grasp, synflow, magnitude, random, random-erk, random-balanced, "
-                    "random-pyramidal (default: all but the last two)")
+                    help=f"comma list of imp; pruning at init and random masks: {', '.join(PAI)}; sparse from the "
+                    f"start: {', '.join(DYNAMIC)} (default: imp,snip,grasp,synflow,magnitude,random,random-erk)")
     cp.add_argument("--densities", default="0.2,0.05,0.01", help="fractions of weights KEPT, each in (0, 1) "
                     "(default 0.2,0.05,0.01); IMP is read at its nearest ladder level")
     cp.add_argument("--checks", default="shuffle,reinit,invert", help="sanity checks of every method: shuffle, "
@@ -173,6 +176,11 @@ def strong(args: argparse.Namespace) -> int:
                          f"(weights {args.weights}{', scale-fan' if args.scale_fan else ''})",
                          None if info.regression else 1 / info.num_classes)
     print_report(files, args.json, cut="![")
+    diverged = [f"seed {r['seed']} k={r['k']:g} at step {r['diverged_at_step']}" for r in result.rows
+                if r["status"] == "diverged"]
+    if diverged:
+        raise TicketlabError(f"{len(diverged)} strong ticket(s) diverged ({', '.join(diverged)}): their accuracies "
+                             "are left out; rerun with a lower --lr")
     return 0
 
 

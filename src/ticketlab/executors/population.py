@@ -171,7 +171,8 @@ class PopulationExecutor:
         request = _Request(args, kwargs)
         model, data, hp, mask = args[:4]
         checkpoint = kwargs.get("checkpoint")
-        why = eligible(model, hp, kwargs.get("hooks"), data)
+        why = "a mask that changes" if kwargs.get("policy") is not None else eligible(model, hp, kwargs.get("hooks"),
+                                                                                      data)
         if why is None:
             request.state = load_checkpoint(checkpoint.path) if checkpoint else None
             start = kwargs.get("start_step", 0)

@@ -1,9 +1,12 @@
-"""`compare`: IMP, pruning at initialisation and random masks trained with one recipe, seeds and data order,
-at the same densities, each with its sanity checks; every result read back as one row.
+"""`compare`: IMP, pruning at initialisation, random masks and sparse-from-the-start training (dynamic sparse
+training, gradual pruning) with one recipe, seeds and data order, at the same densities, each with its sanity
+checks; every result read back as one row, with what it cost to train.
 
 IMP comes from the lottery runs of the same config at the ladder levels nearest each requested density
 (reused from the store, trained if missing); its sanity checks are the shuffle and reinit controls of those
-levels. The other methods are `pai` jobs (experiments/pai.py).
+levels. Pruning at init and random masks are `pai` jobs (experiments/pai.py); set, set-magnitude, rigl and gmp
+are `sparse` jobs (experiments/sparse.py). Training cost: FLOPs of every training a row took (IMP: each level
+up to its own, the dense run included) relative to one dense run, and this session's seconds.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from ..errors import TicketlabError
 from ..jobs import Runtime
 from ..pruning import ladder_density, layers_of
 from ..seeds import streams
+from ..training.cost import forward_flops, static_training_flops, uses_per_example
+from ..training.dynamic import METHODS as DYNAMIC
 from .controls import Control, control_jobs
 from .lottery import level_jobs
-from .pai import CHECKS, method, pai_jobs
+from .pai import CHECKS, METHODS, method, pai_jobs
+from .sparse import sparse_jobs
 from .plan import resolve
 from .registry import Experiment, Planned, check_densities, check_replicates, drive, register_experiment
 
@@ -51,7 +57,7 @@ def nearest_levels(config: RunConfig, layers: dict, densities: list[float]) -> d
 @dataclass(frozen=True)
 class ComparePlan:
     config: RunConfig  # its seed is the first replicate's
-    methods: tuple[str, ...]  # imp and the pai methods (pai.METHODS)
+    methods: tuple[str, ...]  # imp, the pai methods (pai.METHODS) and the dynamic ones (training.dynamic.METHODS)
     densities: tuple[float, ...]  # fractions of the weights kept
     replicates: int = 1
     checks: tuple[str, ...] = CHECKS  # sanity checks of each method's masks
@@ -62,7 +68,7 @@ def _validate(plan: ComparePlan) -> None:
     if not plan.methods:
         raise TicketlabError("compare needs at least one method")
     for name in plan.methods:
-        if name != "imp":
+        if name != "imp" and name not in DYNAMIC:
             method(name)
     check_densities(list(plan.densities))
     check_replicates(plan.replicates)
@@ -82,27 +88,62 @@ def _plan(plan: ComparePlan, runtime: Runtime) -> Planned:
                      for j in control_jobs(rep, level, Control(c))]
     else:
         jobs += [j for rep in reps for j in level_jobs(rep, 0)]  # the dense baseline
-    folders, pai = pai_jobs(config, [m for m in plan.methods if m != "imp"], list(plan.densities), reps, runtime,
+    folders, pai = pai_jobs(config, [m for m in plan.methods if m in METHODS], list(plan.densities), reps, runtime,
                             plan.checks)
-    return Planned(jobs + pai, (reps, imp_levels, folders, pai))
+    sparse_folders, sparse = sparse_jobs(config, [m for m in plan.methods if m in DYNAMIC], list(plan.densities),
+                                         reps, runtime)
+    return Planned(jobs + pai + sparse, (reps, imp_levels, {**folders, **sparse_folders}, pai + sparse))
 
 
 def _read(plan: ComparePlan, planned: Planned, runtime: Runtime) -> Comparison:
-    reps, imp_levels, folders, pai = planned.layout
+    reps, imp_levels, folders, trained = planned.layout
+    cost = Cost.of(plan.config, runtime)
     rows = []
     for rep in reps:
+        levels = [store.read_summary(runtime.path(rep.level(level))) for level in range(max(imp_levels.values(),
+                                                                                         default=0) + 1)]
         for d, level in imp_levels.items():
             ticket = runtime.path(rep.level(level))
-            rows.append(_row("imp", d, store.read_summary(ticket)))
+            rows.append(_row("imp", d, levels[level], cost, levels[: level + 1]))  # every level it took
             for c in plan.checks:
                 if c != "invert":
-                    rows.append(_row("imp", d, store.read_summary(store.control_dir(ticket, c, 0)), f"check_{c}"))
-    rows += [_row(j.params["method"], j.params["density"], store.read_summary(runtime.path(j.folder))) for j in pai]
+                    check = store.read_summary(store.control_dir(ticket, c, 0))
+                    rows.append(_row("imp", d, check, cost, [check], f"check_{c}"))
+    for j in trained:
+        summary = store.read_summary(runtime.path(j.folder))
+        rows.append(_row(j.params["method"], j.params["density"], summary, cost, [summary]))
     dense = [store.read_summary(runtime.path(rep.level(0))) for rep in reps]
     experiments = dict(folders)
     if reps[0].lottery:
         experiments["imp"] = runtime.path(reps[0].lottery).parent
     return Comparison(rows, experiments, dense)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Training FLOPs from stored summaries (training/cost.py): a fixed mask's run costs 3 f(mask) per example
+    per step; a mask that changed while training recorded its own count."""
+
+    uses: dict[str, int]
+    steps: int
+    batch_size: int
+    dense_run: int  # FLOPs of one dense training run of the recipe
+
+    @classmethod
+    def of(cls, config: RunConfig, runtime: Runtime) -> "Cost":
+        data = runtime.data(config.dataset)
+        model = runtime.model(config, data, streams(config.seed)["init"])
+        uses = uses_per_example(model, data.input_shape)
+        steps, batch = config.training.train_steps, config.training.batch_size
+        return cls(uses, steps, batch, static_training_flops(uses, None, model, steps, batch))
+
+    def of_run(self, summary: dict[str, Any]) -> int | None:
+        if "train_flops" in summary:
+            return int(summary["train_flops"])
+        counts = summary.get("layer_counts")
+        if counts is None or summary.get("status") == "collapsed":
+            return 0 if summary.get("status") == "collapsed" else None
+        return 3 * forward_flops(self.uses, counts) * (self.steps - int(summary.get("start_step", 0))) * self.batch_size
 
 
 COMPARE = register_experiment(Experiment(
@@ -117,10 +158,18 @@ def run_compare(config: RunConfig, methods: list[str], densities: list[float], *
                  **keywords)
 
 
-def _row(method: str, requested: float, summary: dict[str, Any], variant: str | None = None) -> dict[str, Any]:
+def _row(method: str, requested: float, summary: dict[str, Any], cost: Cost, runs: list[dict[str, Any]],
+         variant: str | None = None) -> dict[str, Any]:
+    """One trained job; `runs`: the summaries of every training it took (IMP: each level up to its own)."""
+    flops = [cost.of_run(r) for r in runs]
+    seconds = [r.get("train_seconds_this_session") for r in runs]
     return {"method": method, "variant": variant or summary.get("variant", "ticket"), "seed": summary["seed"],
             "requested_density": requested, "density": summary["density"],
             "status": summary.get("status", "ok"), "collapsed": summary.get("status") == "collapsed",
             "early_stop_test_accuracy": summary.get("early_stop_test_accuracy"),
             "final_test_accuracy": summary.get("final_test_accuracy"),
-            "layer_density": summary.get("layer_density")}
+            "layer_density": summary.get("layer_density"),
+            "train_flops": None if None in flops else sum(flops),
+            "train_cost": None if None in flops else sum(flops) / cost.dense_run,
+            # this session's seconds only: a run resumed or read back from the store counts what it spent here
+            "train_seconds": None if None in seconds else sum(seconds)}

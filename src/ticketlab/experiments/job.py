@@ -32,6 +32,7 @@ from ..doctor import examine
 from ..pruning import Budget
 from ..store import (CHECKPOINT, FINAL, INIT, MASK, METRICS, SUMMARY, finish_job, is_done, read_json, save_weights,
                      write_json)
+from ..training.dynamic import DynamicMask
 from ..training.loop import Checkpointing, Diverged, Hooks
 from ..training.population import trainer
 from ..training.fit import train_fit
@@ -46,11 +47,13 @@ ACCURACIES = ("early_stop_step", "early_stop_test_accuracy", "early_stop_val_los
 def run_training(job: Path, *, model: nn.Module, data: DataSplits, training: TrainingHparams, mask: Mask,
                  start: dict[str, torch.Tensor], start_step: int, data_seed: int, budget: Budget | None,
                  info: dict[str, Any], label: str, progress: Progress | None = None, checkpoint_every: int = 1000,
-                 hooks: Hooks | None = None) -> dict[str, Any]:
+                 hooks: Hooks | None = None, policy: DynamicMask | None = None) -> dict[str, Any]:
     """Train `model` from `start` * `mask` at `start_step` into folder `job`; returns its summary.
 
     `budget`: the survivors the mask was asked for, per group of layers (None: dense, nothing asked).
-    `info` goes into the summary as it is (level, branch, seeds...).
+    `info` goes into the summary as it is (level, branch, seeds...). `policy`: a mask that changes while
+    training (training/dynamic.py), starting from `mask`; the stored mask, the summary's densities and the
+    doctor's findings are then those of the mask it ends with, and the summary holds its training FLOPs.
     """
     if is_done(job):  # a run killed between the summary and the checkpoint's removal leaves one behind
         (job / CHECKPOINT).unlink(missing_ok=True)
@@ -78,8 +81,9 @@ def run_training(job: Path, *, model: nn.Module, data: DataSplits, training: Tra
         return summary
     try:
         # trainer(): `train`, unless the population executor collects this run to train it with others
-        result = trainer()(model, data, training, mask, data_seed=data_seed, start_step=start_step,
-                       checkpoint=Checkpointing(job / CHECKPOINT, checkpoint_every), hooks=hooks)
+        result = trainer()(model, data, training, None if policy else mask, data_seed=data_seed,
+                           start_step=start_step, checkpoint=Checkpointing(job / CHECKPOINT, checkpoint_every),
+                           hooks=hooks, **({"policy": policy} if policy else {}))
     except Diverged as d:
         # finished all the same (a rerun must not train it again), with no accuracy and no final weights
         print(f"{label} diverged at step {d.step}: {d.reason} (lr {training.lr:g} too high?)", file=sys.stderr)
@@ -91,6 +95,14 @@ def run_training(job: Path, *, model: nn.Module, data: DataSplits, training: Tra
         (job / CHECKPOINT).unlink(missing_ok=True)
         return summary
     seconds = time.perf_counter() - began
+    if policy is not None:  # the mask it ended with is the ticket
+        mask = Mask({k: v.cpu() for k, v in policy.mask.tensors.items()})
+        mask.save(job / MASK)
+        doctor = examine(model, mask, data.input_shape, budget)
+        head = {**head, "start_density": head["density"], "density": mask.density(),
+                "layer_density": mask.layer_density(), "layer_counts": mask.counts(), "train_flops": policy.flops,
+                "dense_train_flops": 3 * policy.dense_f * policy.batch_size * (training.train_steps - start_step),
+                "mask_updates": policy.updates}
     save_weights(job / FINAL, model)
     write_json(job / METRICS, result.evals)
     summary = {**head, "status": OK, **result.summary(), **train_fit(model, data),  # train error: training/fit.py

@@ -17,6 +17,7 @@ untrained network.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,10 @@ from ..errors import TicketlabError
 from ..identity import digest
 from ..jobs import Job, Runtime, register_kind
 from ..masks import prunable
+from ..training.loop import Diverged
 from ..training.supermask import (StrongSpec, evaluate_fixed, kept_count, large_final_same_sign, learn_mask,
                                   prepare_frozen, summary_of)
-from .job import require_healthy
+from .job import ACCURACIES, DIVERGED, require_healthy
 from .lottery import level_jobs
 from .plan import Replicate, dense_experiment, provenance, relative, resolve
 from .registry import Experiment, Planned, check_replicates, drive, register_experiment
@@ -106,9 +108,13 @@ def run_strong_job(job: Job, rt: Runtime) -> None:
         changed: list[str] = []
     else:
         progress = (lambda s, t: rt.progress(job.describe(), s, t)) if rt.progress else None
-        learned = learn_mask(model, data, config.training, spec, seed=rep.seeds["data"],
-                             checkpoint=folder / store.CHECKPOINT, checkpoint_every=rt.options.checkpoint_every,
-                             progress=progress)
+        try:
+            learned = learn_mask(model, data, config.training, spec, seed=rep.seeds["data"],
+                                 checkpoint=folder / store.CHECKPOINT, checkpoint_every=rt.options.checkpoint_every,
+                                 progress=progress)
+        except Diverged as d:  # finished all the same, as a lottery level that diverges is (experiments/job.py)
+            finish_diverged(folder, rep, spec, d, time.perf_counter() - began)
+            return
         mask, result, changed = learned.mask, learned.result, learned.weights_changed
     budget = None if spec.method == "supermask" else {(k,): kept_count(p.numel(), spec.k)
                                                       for k, p in prunable(model).items()}
@@ -132,9 +138,26 @@ def run_strong_job(job: Job, rt: Runtime) -> None:
     (folder / store.CHECKPOINT).unlink(missing_ok=True)
 
 
+def finish_diverged(folder: Path, rep: Replicate, spec: StrongSpec, d: Diverged, seconds: float) -> None:
+    """A mask whose training loss or scores stopped being finite: finished all the same, as a lottery level
+    that diverges is (experiments/job.py), so a rerun reads it back instead of training it again: status
+    "diverged" with the step and why, the evaluations before it, no accuracy and no mask."""
+    print(f"seed {rep.seed} {spec.method} k={spec.k:g} diverged at step {d.step}: {d.reason} (lr too high?)",
+          file=sys.stderr)
+    store.write_json(folder / store.METRICS, d.evals)
+    summary = {"method": spec.method, "variant": "ticket", "k": spec.k, "weights": spec.weights,
+               "scale_fan": spec.scale_fan, "level": 0, "rewind_step": 0, "start_step": 0, "seed": rep.seed,
+               "seeds": rep.seeds, "data_seed": rep.seeds["data"], "density": None, "status": DIVERGED,
+               "diverged_at_step": d.step, "diverged_because": d.reason,
+               **dict.fromkeys(ACCURACIES),
+               "train_seconds_this_session": seconds}
+    store.finish_job(folder, summary)
+    (folder / store.CHECKPOINT).unlink(missing_ok=True)
+
+
 def row_of(summary: dict[str, Any], job_dir: Path) -> dict[str, Any]:
     keys = ("method", "k", "seed", "density", "status", "final_test_accuracy", "early_stop_test_accuracy",
-            "final_test_loss", "early_stop_test_loss", "early_stop_step")
+            "final_test_loss", "early_stop_test_loss", "early_stop_step", "diverged_at_step")
     return {**{k: summary.get(k) for k in keys}, "job_dir": str(job_dir)}
 
 

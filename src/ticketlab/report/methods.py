@@ -40,8 +40,15 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "density": statistics.fmean(m["density"] for m in members), "n": len(trained),
                       "collapsed": sum(m["collapsed"] for m in members),
                       "other": sum(m["status"] not in ("ok", "collapsed") for m in members),
-                      "accuracy": _stats([m["early_stop_test_accuracy"] for m in trained])})
+                      "accuracy": _stats([m["early_stop_test_accuracy"] for m in trained]),
+                      "train_cost": _mean([m.get("train_cost") for m in trained]),
+                      "train_seconds": _mean([m.get("train_seconds") for m in trained])})
     return table
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean, or None when any is unknown (rows read from a store made before costs were recorded)."""
+    return statistics.fmean(values) if values and None not in values else None
 
 
 def verdicts(table: list[dict[str, Any]]) -> list[str]:
@@ -98,6 +105,32 @@ def figure(table: list[dict[str, Any]], dense: float | None, out_dir: Path, chan
     return _save(fig, out_dir, "compare_accuracy_vs_density", "methods")
 
 
+def cost_figure(table: list[dict[str, Any]], dense: float | None, out_dir: Path) -> Any:
+    """Accuracy against training FLOPs (relative to one dense run), one line per method through its densities:
+    what it costs to find and train each subnetwork."""
+    fig = Figure(figsize=(6, 4.6))
+    ax = fig.subplots()
+    for i, m in enumerate(sorted({e["method"] for e in table})):
+        pts = sorted((e for e in table if e["method"] == m and e["variant"] == "ticket"
+                      and e["accuracy"]["mean"] is not None and e["train_cost"] is not None),
+                     key=lambda e: e["train_cost"])
+        if pts:
+            ax.plot([e["train_cost"] for e in pts], [100 * e["accuracy"]["mean"] for e in pts], marker="o", ms=4,
+                    color=f"C{i % 10}", label=m)
+            for e in pts:
+                ax.annotate(f"{100 * e['requested_density']:g}%", (e["train_cost"], 100 * e["accuracy"]["mean"]),
+                            fontsize="xx-small", xytext=(3, 3), textcoords="offset points")
+    if dense is not None:
+        ax.axhline(100 * dense, color="0.3", ls="--", lw=1, label="dense")
+    ax.axvline(1.0, color="0.6", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs relative to one dense run (log)")
+    ax.set_ylabel("test accuracy at early stop (%)")
+    ax.legend(fontsize="x-small")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, out_dir, "compare_accuracy_vs_training_flops", "methods")
+
+
 def _plot(ax: Any, pts: list[dict[str, Any]], style: str, color: str, alpha: float, label: str | None) -> None:
     if not pts:
         return
@@ -115,20 +148,29 @@ def write_report(comparison: Any, out_dir: str | Path, title: str, chance: float
     dense_acc = [d["early_stop_test_accuracy"] for d in comparison.dense if d.get("early_stop_test_accuracy") is not None]
     dense = statistics.fmean(dense_acc) if dense_acc else None
     drawn = figure(table, dense, out, chance)
-    head = ["method", "check", "requested %", "achieved %", "n", "collapsed", "test acc @ early stop % [min, max]"]
+    costs = cost_figure(table, dense, out)
+    head = ["method", "check", "requested %", "achieved %", "n", "collapsed", "test acc @ early stop % [min, max]",
+            "train FLOPs (x dense)", "train s"]
     body = [[e["method"], e["variant"].removeprefix("check_"), f"{100 * e['requested_density']:g}",
              f"{100 * e['density']:.3g}", str(e["n"]), str(e["collapsed"]),
              "-" if e["accuracy"]["mean"] is None else
-             f"{100 * e['accuracy']['mean']:.2f} [{100 * e['accuracy']['min']:.2f}, {100 * e['accuracy']['max']:.2f}]"]
+             f"{100 * e['accuracy']['mean']:.2f} [{100 * e['accuracy']['min']:.2f}, {100 * e['accuracy']['max']:.2f}]",
+             "-" if e["train_cost"] is None else f"{e['train_cost']:.3g}",
+             "-" if e["train_seconds"] is None else f"{e['train_seconds']:.3g}"]
             for e in table]
     sentences = verdicts(table)
     dense_line = f"Dense network: {100 * dense:.2f}% (mean of {len(dense_acc)} seed(s))." if dense is not None else ""
     md = [f"# {title}", "", dense_line, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in body]
     md += ["", "## What the sanity checks say", ""] + [f"- {s}" for s in sentences]
-    md += ["", f"![accuracy vs density]({drawn.png.name})", ""]
+    md += ["", f"![accuracy vs density]({drawn.png.name})", "",
+           "Training cost: FLOPs of the prunable weights' multiply-adds over every training a row took (IMP: each "
+           "level up to its own, the dense run included; RigL: its dense gradients at update steps), relative to "
+           "one dense run; seconds: this session's training time (a job read back from the store counts what it "
+           "spent when it ran).", "", f"![accuracy vs training FLOPs]({costs.png.name})", ""]
     files = {"md": out / "compare.md", "html": out / "compare.html", "csv": out / "table.csv",
-             "json": out / "table.json", "png": drawn.png, "svg": drawn.svg}
+             "json": out / "table.json", "png": drawn.png, "svg": drawn.svg, "cost_png": costs.png,
+             "cost_svg": costs.svg}
     files["md"].write_text("\n".join(md) + "\n")
     png = base64.b64encode(drawn.png.read_bytes()).decode()
     rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)

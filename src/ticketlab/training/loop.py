@@ -182,7 +182,10 @@ def run_loop(t: Trainee, data: DataSplits, hp: TrainingHparams, step: int, evals
                     results[i] = Diverged(why[0], why[1], evals[i])
                     continue
                 row = rows[r]
-                if row["val_loss"] < min((e["val_loss"] for e in evals[i]), default=float("inf")):
+                if not t.policy.settled(step):  # not this method's subnetwork yet: no early stop here
+                    row["mask_settled"] = False
+                elif row["val_loss"] < min((e["val_loss"] for e in evals[i] if e.get("mask_settled", True)),
+                                           default=float("inf")):
                     best[i] = None if row["test_loss"] is not None else t.snapshot(r)
                 evals[i].append(row)
                 keep.append(r)
@@ -206,7 +209,8 @@ def run_loop(t: Trainee, data: DataSplits, hp: TrainingHparams, step: int, evals
         t.optimizer.zero_grad(set_to_none=False)
         (loss if loss.dim() == 0 else loss.sum()).backward()  # a sum of rows: each row's gradient is its own
         t.after_backward(step)
-        t.optimizer.step()
+        if not t.policy.skips_step(step):
+            t.optimizer.step()
         t.after_step(step)
         step += 1
         t.progress(step)
@@ -331,6 +335,7 @@ def _evaluate(model: nn.Module, data: DataSplits, step: int, test: bool = True) 
 
 
 def _result(evals: list[dict[str, float]]) -> TrainResult:
-    with_val = [e for e in evals if e["val_loss"] == e["val_loss"]]  # NaN when there is no validation set
+    # NaN when there is no validation set; rows before a changing mask settled are not the method's subnetwork
+    with_val = [e for e in evals if e["val_loss"] == e["val_loss"] and e.get("mask_settled", True)]
     early = min(with_val, key=lambda e: e["val_loss"]) if with_val else None  # first minimum on ties
     return TrainResult(evals=evals, early_stop=early, final=evals[-1])

@@ -12,10 +12,11 @@ object the loop calls, never a copy of the loop):
     each step s:
         policy.before_forward(s, net)      e.g. draw this step's Bernoulli mask (supermask)
         forward -> loss -> backward
-        policy.after_backward(s, net)      mask the gradients (or keep the dense gradient: RigL)
-        optimizer.step()
+        policy.after_backward(s, net)      mask the gradients (RigL first keeps the dense gradient)
+        optimizer.step()                   unless policy.skips_step(s) (RigL's update steps)
         policy.after_step(s, net, opt)     re-apply masks; drop-and-grow every N steps; zero moments
     policy.evaluation(net)                 the module evaluated (its deterministic mask)
+    policy.settled(s)                      whether an evaluation at s may be the early-stopping point
     policy.finish(net, optimizer, result)  the method's own checks into result.checks
 
 A policy that changes masks during training keeps them in its own state: `state_dict`/`load_state_dict`
@@ -59,11 +60,20 @@ class MaskPolicy:
     def after_backward(self, step: int, net: nn.Module) -> None:
         pass
 
+    def skips_step(self, step: int) -> bool:
+        """True: no optimizer step at `step` (the gradients are only read, e.g. by a mask update)."""
+        return False
+
     def after_step(self, step: int, net: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         pass
 
     def evaluation(self, net: nn.Module) -> nn.Module:
         return net
+
+    def settled(self, step: int) -> bool:
+        """False while the mask is still on its way to the method's subnetwork (gradual pruning before its last
+        update): evaluations then are recorded ("mask_settled": false) but never chosen for early stopping."""
+        return True
 
     def finish(self, net: nn.Module, optimizer: torch.optim.Optimizer, result: Any) -> None:
         pass

@@ -1,0 +1,242 @@
+"""Masks that change while the network trains: dynamic sparse training and gradual pruning, as mask
+policies of the one training loop (training/policy.py). REFERENCE.md sections 11 and 13 give the published
+rules; where the references differ, the choice is a named field of `DynamicSpec`.
+
+    set            SET (Mocanu et al. 2018): of each layer, drop the fraction zeta of its positive weights
+                   closest to zero and of its negative weights closest to zero; regrow as many at random
+    set-magnitude  SET as RigL's and jaxpruner's baselines implement it: drop the smallest |w|, regrow at random
+    rigl           RigL (Evci et al. 2020): drop the smallest |w|, grow the largest |dense gradient| (the
+                   gradient of the loss with respect to w * m on the update step's batch), drop fraction
+                   alpha/2 (1 + cos(pi t / T_end)); the optimizer step is skipped on update steps
+    gmp            gradual magnitude pruning (Zhu & Gupta 2017): dense start, sparsity
+                   s_t = s_f + (s_i - s_f)(1 - (t - t0)/(t_end - t0))^3, pruning every `every` steps
+
+Every update keeps each layer's active count exactly (set, rigl; gmp follows its schedule to the weight),
+sets the weights, gradients and optimizer moments of inactive weights to exactly 0 (a grown weight starts at 0
+with zero moments; a weight dropped and regrown in one update, allowed only with regrow_dropped, keeps both),
+and is a function of the step alone (random growth draws from a generator seeded by the step and layer), so
+the masks in the checkpoint are all a killed run needs to resume bit-identically. Ties are broken by the lower
+flat index (a stable sort), as jaxpruner does (google-research/rigl adds 1e-5 noise instead).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import TicketlabError
+from ..masks import Mask, MaskApplier, prunable
+from ..seeds import derive_seed
+from .cost import forward_flops, uses_per_example
+from .policy import StaticMask, register_policy
+
+SCHEDULES = ("cosine", "constant")
+COUNTINGS = ("floor", "round")  # google-research/rigl's floor(f * active); jaxpruner's float32 round-half-even
+
+
+@dataclass(frozen=True)
+class DynamicSpec:
+    method: str  # METHODS
+    every: int = 100  # steps between mask updates (Delta T; gmp: Delta t)
+    fraction: float = 0.3  # drop fraction at t = 0 (alpha, SET's zeta)
+    schedule: str = "cosine"  # of the drop fraction: cosine to 0 at `end`, or constant
+    begin: float = 0.0  # fraction of training before the first update (gmp's t0)
+    end: float = 0.75  # fraction of training after which the masks stay as they are (T_end; gmp's t_end)
+    counting: str = "floor"  # COUNTINGS
+    regrow_dropped: bool = False  # may a weight dropped in an update be regrown in it (both references: yes)
+    skip_update_step: bool = False  # no optimizer step on an update step (RigL in both references)
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise TicketlabError(f"unknown dynamic sparse method {self.method!r}; choose from: {', '.join(METHODS)}")
+        if self.every < 1:
+            raise TicketlabError(f"the mask update interval must be >= 1 step, got {self.every}")
+        if not 0 <= self.fraction < 1:
+            raise TicketlabError(f"the drop fraction must be in [0, 1), got {self.fraction}")
+        if self.schedule not in SCHEDULES or self.counting not in COUNTINGS:
+            raise TicketlabError(f"schedule must be one of {SCHEDULES}, counting one of {COUNTINGS}")
+        if not 0 <= self.begin <= self.end <= 1:
+            raise TicketlabError(f"need 0 <= begin <= end <= 1, got begin {self.begin}, end {self.end}")
+
+
+# Each method's published defaults (REFERENCE.md 11, 13); SET's zeta = 0.3 with a constant fraction.
+METHODS: dict[str, DynamicSpec] = {
+    "set": DynamicSpec("set", schedule="constant"),
+    "set-magnitude": DynamicSpec("set-magnitude", schedule="constant"),
+    "rigl": DynamicSpec("rigl", skip_update_step=True),
+    "gmp": DynamicSpec("gmp", every=100, begin=0.0, end=0.75),
+}
+
+
+def drop_fraction(spec: DynamicSpec, step: int, end_step: int) -> float:
+    if spec.schedule == "constant":
+        return spec.fraction
+    return spec.fraction / 2 * (1 + math.cos(math.pi * min(step, end_step) / max(end_step, 1)))
+
+
+def gmp_sparsity(final: float, step: int, begin_step: int, end_step: int) -> float:
+    """Zhu & Gupta's cubic schedule from s_i = 0 at begin_step to `final` at end_step."""
+    if step <= begin_step:
+        return 0.0
+    progress = min(1.0, (step - begin_step) / max(end_step - begin_step, 1))
+    return final * (1 - (1 - progress) ** 3)
+
+
+def drop_count(spec: DynamicSpec, fraction: float, active: int, size: int) -> int:
+    """How many of a layer's `active` weights (of `size`) an update drops."""
+    if spec.counting == "floor":
+        return int(math.floor(fraction * active))
+    density = np.float32(active / size)
+    keep = np.rint(np.float32(size) * (np.float32(1) - (np.float32(1) - density * (np.float32(1) -
+                                                                                   np.float32(fraction)))))
+    return max(0, active - int(keep))
+
+
+def top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the k largest scores (-inf never chosen); ties go to the lower flat index."""
+    out = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k > 0:
+        order = torch.sort(scores.flatten(), descending=True, stable=True).indices[:k]
+        out[order] = True
+    return out.view_as(scores)
+
+
+@register_policy("dynamic")
+class DynamicMask(StaticMask):
+    """A mask changed every `spec.every` steps. `mask`: the starting mask (set, rigl: a random mask at the
+    target densities; gmp: all ones) and `targets`: each layer's final active count. Counts training FLOPs
+    as it goes (training/cost.py): `flops` after training."""
+
+    name = "dynamic"
+
+    def __init__(self, mask: Mask, spec: DynamicSpec, targets: dict[str, int], train_steps: int, seed: int,
+                 input_shape: tuple[int, ...], batch_size: int):
+        spec.check()
+        super().__init__(Mask({k: v.clone() for k, v in mask.tensors.items()}))
+        self.spec, self.targets, self.seed = spec, targets, seed
+        self.input_shape, self.batch_size = input_shape, batch_size
+        self.begin_step = int(spec.begin * train_steps)
+        self.end_step = int(spec.end * train_steps)
+        if spec.method == "gmp":  # t_end = t0 + n * Delta t: the last pruning step reaches the final sparsity
+            self.end_step = self.begin_step + (self.end_step - self.begin_step) // spec.every * spec.every
+        self.flops = 0
+        self.updates = 0
+        self.grads: dict[str, torch.Tensor] = {}
+        self.last: dict[str, Any] = {}  # the latest update, per layer: dropped, grown (tests read it)
+
+    # ---- the loop's points ---------------------------------------------------------------------------------
+
+    def network(self, model: nn.Module) -> nn.Module:
+        self.net = model
+        self.params = prunable(model)
+        self.uses = uses_per_example(model, self.input_shape)
+        self.dense_f = forward_flops(self.uses, {k: p.numel() for k, p in self.params.items()})
+        self._install(model)
+        self.applier.weights()
+        return model
+
+    def updates_at(self, step: int) -> bool:
+        return step % self.spec.every == 0 and self.begin_step <= step <= self.end_step
+
+    def settled(self, step: int) -> bool:
+        """set, rigl: every mask holds the target counts; gmp: only after its last pruning step."""
+        return self.spec.method != "gmp" or step > self.end_step
+
+    def skips_step(self, step: int) -> bool:
+        return self.spec.skip_update_step and self.updates_at(step)
+
+    def after_backward(self, step: int, net: nn.Module) -> None:
+        if self.spec.method == "rigl" and self.updates_at(step):
+            # the gradient with respect to w * m: the weights hold w * m (inactive ones are 0), so it is
+            # p.grad before the gradients are masked (after, it is 0 where inactive and cannot rank growth)
+            self.grads = {k: p.grad.detach().clone() for k, p in self.params.items()}
+        self.applier.grads()
+
+    def after_step(self, step: int, net: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.applier.weights()
+        f = forward_flops(self.uses, self.counts)
+        self.flops += (2 * f + self.dense_f if self.skips_step(step) else 3 * f) * self.batch_size
+        if self.updates_at(step):
+            self.update(step)
+            self.applier.weights()
+            self.applier.grads()
+            self.applier.optimizer_state(optimizer)
+            self.grads = {}
+
+    # ---- the update ----------------------------------------------------------------------------------------
+
+    def update(self, step: int) -> None:
+        """Drop and grow (set, rigl) or prune to the schedule's sparsity (gmp), layer by layer."""
+        self.updates += 1
+        self.last = {}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                old = self.mask.tensors[name]
+                new = self._gmp(name, p, old, step) if self.spec.method == "gmp" else self._drop_grow(name, p, old,
+                                                                                                    step)
+                self.last[name] = {"dropped": old & ~new, "grown": new & ~old}
+                self.mask.tensors[name] = new
+        self._install(self.net)
+
+    def _gmp(self, name: str, p: torch.Tensor, old: torch.Tensor, step: int) -> torch.Tensor:
+        size = p.numel()
+        final = 1 - self.targets[name] / size
+        keep = int(round(size * (1 - gmp_sparsity(final, step, self.begin_step, self.end_step))))
+        if step == self.end_step:
+            keep = self.targets[name]  # the schedule's end: the budget exactly (not a float's rounding of it)
+        keep = min(keep, int(old.sum()))  # pruned weights never come back
+        return top(torch.where(old, p.abs(), -torch.inf), keep)
+
+    def _drop_grow(self, name: str, p: torch.Tensor, old: torch.Tensor, step: int) -> torch.Tensor:
+        active, size = int(old.sum()), p.numel()
+        fraction = drop_fraction(self.spec, step, self.end_step)
+        if self.spec.method == "set":  # positive and negative weights closest to zero, each its own fraction
+            positive, negative = old & (p >= 0), old & (p < 0)
+            n_pos = drop_count(self.spec, fraction, int(positive.sum()), size)
+            n_neg = drop_count(self.spec, fraction, int(negative.sum()), size)
+            if n_pos + n_neg > (room := self._room(n_pos + n_neg, active, size)):
+                n_pos = n_pos * room // (n_pos + n_neg)
+                n_neg = room - n_pos
+            dropped = top(torch.where(positive, -p, -torch.inf), n_pos) | top(torch.where(negative, p, -torch.inf),
+                                                                              n_neg)
+        else:
+            n_drop = self._room(drop_count(self.spec, fraction, active, size), active, size)
+            dropped = old & ~top(torch.where(old, p.abs(), -torch.inf), active - n_drop)
+        n = int(dropped.sum())
+        kept = old & ~dropped
+        candidates = ~kept if self.spec.regrow_dropped else ~old
+        if self.spec.method == "rigl":
+            score = self.grads[name].abs()
+        else:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "grow", step, name))
+            score = torch.rand(p.shape, generator=g).to(p.device)
+        grown = top(torch.where(candidates, score, -torch.inf), n)
+        return kept | grown
+
+    def _room(self, n: int, active: int, size: int) -> int:
+        """Without regrow_dropped, growth chooses among the weights inactive before the update, so an update
+        drops at most that many (a layer denser than 1 / (1 + fraction) drops fewer than the fraction)."""
+        return n if self.spec.regrow_dropped else min(n, size - active)
+
+    def _install(self, model: nn.Module) -> None:
+        self.mask = Mask({k: v.to(self.params[k].device) for k, v in self.mask.tensors.items()})
+        self.applier = MaskApplier(model, self.mask)
+        self.counts = self.mask.counts()
+
+    # ---- resume --------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": {k: v.cpu() for k, v in self.mask.tensors.items()}, "flops": self.flops,
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.mask = Mask(state["masks"])
+        self.flops, self.updates = int(state["flops"]), int(state["updates"])
+        self._install(self.net)
