@@ -71,7 +71,7 @@ class Checked(DynamicMask):
 
 
 def _policy(name: str, model: nn.Module, density: float = 0.3, cls=Checked, **changes) -> DynamicMask:  # noqa: ANN001
-    spec = dataclasses.replace(METHODS[name], every=10, **changes)
+    spec = dataclasses.replace(METHODS[name], **({} if name == "deepr" else {"every": 10}), **changes)
     start = Mask.ones(model) if name == "gmp" else _random_mask(model, density)
     targets = {k: max(1, round(density * p.numel())) for k, p in prunable(model).items()}
     return cls(start, spec, targets, HP.train_steps, 7, (10,), HP.batch_size)
@@ -205,3 +205,53 @@ def test_a_killed_run_resumes_bit_identically_masks_included(tmp_path, name):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), whole_model.state_dict().values()))
     assert all(torch.equal(resumed_policy.mask[k], whole.mask[k]) for k in whole.mask.keys())
     assert (resumed_policy.flops, resumed_policy.updates) == (whole.flops, whole.updates)
+
+
+def test_deep_r_keeps_k_active_every_step_and_never_flips_a_sign():
+    class Signs(Checked):  # Checked: exact counts and zero inactive weights, gradients, moments every step
+        def after_step(self, step, net, optimizer):  # noqa: ANN001, ANN201
+            super().after_step(step, net, optimizer)
+            for name, p in self.params.items():
+                on = self.mask.tensors[name]
+                assert torch.equal(torch.sign(p.detach()[on]), self.signs[name][on]), (step, name)
+
+    model = _net()
+    policy = _policy("deepr", model, cls=Signs, noise=1e-2)
+    train(model, _data(), dataclasses.replace(HP, optimizer="sgd", lr=0.5), data_seed=0, policy=policy)
+    assert policy.updates == HP.train_steps
+    moved = sum(int(last["grown"].sum()) for _, history, _, _ in policy.log for last in history.values())
+    assert moved > 0  # links went dormant and others woke
+
+
+def test_deep_r_noise_scales_with_the_learning_rate_and_woken_links_start_at_1e_12():
+    spreads = []
+    for lr in (0.1, 0.4):
+        layer = nn.Linear(200, 50, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(torch.full_like(layer.weight, 1.0))
+        full = Mask({"weight": torch.ones(50, 200, dtype=torch.bool)})
+        policy = DynamicMask(full, dataclasses.replace(METHODS["deepr"], l1=0.0, noise=0.05), {"weight": 10_000}, 10,
+                             3, (200,), 1)
+        policy.network(layer)
+        policy.rewire(0, lr)
+        spreads.append(float((layer.weight.detach() - 1.0).std()))
+    assert spreads[0] == pytest.approx(0.1 * 0.05, rel=0.05) and spreads[1] == pytest.approx(0.4 * 0.05, rel=0.05)
+    layer = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.5, -1e-9, 0.0, 0.0]]))
+    start = Mask({"weight": torch.tensor([[True, True, False, False]])})
+    policy = DynamicMask(start, dataclasses.replace(METHODS["deepr"], l1=1.0, noise=0.0), {"weight": 2}, 10, 3,
+                         (4,), 1)
+    policy.network(layer)
+    policy.rewire(0, 0.01)  # theta of the second: 1e-9 - 0.01 < 0: dormant; one of the two dormant wakes
+    w = layer.weight.detach()[0]
+    assert w[0] == pytest.approx(0.49) and w[1] == 0.0 and policy.mask.counts() == {"weight": 2}
+    woken = int(policy.last["weight"]["grown"].nonzero()[0, 1])
+    assert woken in (2, 3) and abs(float(w[woken])) == pytest.approx(1e-12)
+
+
+def test_deep_r_refuses_to_rewire_less_often_than_every_step():
+    from ticketlab.errors import TicketlabError
+
+    with pytest.raises(TicketlabError, match="DEEP R rewires after every step"):
+        dataclasses.replace(METHODS["deepr"], every=10).check()

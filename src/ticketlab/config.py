@@ -10,7 +10,6 @@ those registries. What names a run's folder is identity.py's business, not this 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import tomllib
 from dataclasses import dataclass, fields

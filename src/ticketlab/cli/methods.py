@@ -28,7 +28,8 @@ def add_parsers(sub: Any) -> None:
 
     cp.add_argument("--methods", default="imp,snip,grasp,synflow,magnitude,random,random-erk",
                     help=f"comma list of imp; pruning at init and random masks: {', '.join(PAI)}; sparse from the "
-                    f"start: {', '.join(DYNAMIC)} (default: imp,snip,grasp,synflow,magnitude,random,random-erk)")
+                    f"start: {', '.join(DYNAMIC)}; early-bird (default: imp,snip,grasp,synflow,magnitude,random,"
+                    "random-erk)")
     cp.add_argument("--densities", default="0.2,0.05,0.01", help="fractions of weights KEPT, each in (0, 1) "
                     "(default 0.2,0.05,0.01); IMP is read at its nearest ladder level")
     cp.add_argument("--checks", default="shuffle,reinit,invert", help="sanity checks of every method: shuffle, "

@@ -4,9 +4,11 @@ checks; every result read back as one row, with what it cost to train.
 
 IMP comes from the lottery runs of the same config at the ladder levels nearest each requested density
 (reused from the store, trained if missing); its sanity checks are the shuffle and reinit controls of those
-levels. Pruning at init and random masks are `pai` jobs (experiments/pai.py); set, set-magnitude, rigl and gmp
-are `sparse` jobs (experiments/sparse.py). Training cost: FLOPs of every training a row took (IMP: each level
-up to its own, the dense run included) relative to one dense run, and this session's seconds.
+levels. Pruning at init and random masks are `pai` jobs (experiments/pai.py); set, set-magnitude, rigl, deepr
+and gmp are `sparse` jobs (experiments/sparse.py); early-bird tickets are a search and a ticket job
+(experiments/early_bird.py), with their overlap (IoU) with IMP's mask at the same density when IMP runs too.
+Training cost: FLOPs of every training a row took (IMP: each level up to its own, the dense run included;
+early-bird: its dense search) relative to one dense run, and this session's seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 from .. import store
 from ..config import RunConfig
 from ..errors import TicketlabError
-from ..jobs import Runtime
+from ..jobs import Job, Runtime
+from ..masks import Mask
 from ..pruning import ladder_density, layers_of
 from ..seeds import streams
 from ..training.cost import forward_flops, static_training_flops, uses_per_example
@@ -28,11 +31,13 @@ from ..training.dynamic import METHODS as DYNAMIC
 from .controls import Control, control_jobs
 from .lottery import level_jobs
 from .pai import CHECKS, METHODS, method, pai_jobs
+from .early_bird import early_bird_jobs
 from .sparse import sparse_jobs
 from .plan import resolve
 from .registry import Experiment, Planned, check_densities, check_replicates, drive, register_experiment
 
 MAX_LEVELS = 200
+EARLY_BIRD = "early-bird"
 
 
 @dataclass
@@ -68,7 +73,7 @@ def _validate(plan: ComparePlan) -> None:
     if not plan.methods:
         raise TicketlabError("compare needs at least one method")
     for name in plan.methods:
-        if name != "imp" and name not in DYNAMIC:
+        if name not in ("imp", EARLY_BIRD) and name not in DYNAMIC:
             method(name)
     check_densities(list(plan.densities))
     check_replicates(plan.replicates)
@@ -92,7 +97,12 @@ def _plan(plan: ComparePlan, runtime: Runtime) -> Planned:
                             plan.checks)
     sparse_folders, sparse = sparse_jobs(config, [m for m in plan.methods if m in DYNAMIC], list(plan.densities),
                                          reps, runtime)
-    return Planned(jobs + pai + sparse, (reps, imp_levels, {**folders, **sparse_folders}, pai + sparse))
+    folders.update(sparse_folders)
+    early: list[Job] = []
+    if EARLY_BIRD in plan.methods:
+        folders[EARLY_BIRD], early = early_bird_jobs(config, list(plan.densities), reps, runtime)
+    trained = pai + sparse + [j for j in early if j.kind == "early_bird"]
+    return Planned(jobs + pai + sparse + early, (reps, imp_levels, folders, trained))
 
 
 def _read(plan: ComparePlan, planned: Planned, runtime: Runtime) -> Comparison:
@@ -111,12 +121,24 @@ def _read(plan: ComparePlan, planned: Planned, runtime: Runtime) -> Comparison:
                     rows.append(_row("imp", d, check, cost, [check], f"check_{c}"))
     for j in trained:
         summary = store.read_summary(runtime.path(j.folder))
-        rows.append(_row(j.params["method"], j.params["density"], summary, cost, [summary]))
+        runs = [summary, *(store.read_summary(runtime.path(d)) for d in j.deps)]  # early-bird: + its search
+        row = _row(j.params["method"], j.params["density"], summary, cost, runs)
+        if j.kind == "early_bird" and imp_levels:  # how much of IMP's mask at that density it found
+            imp = Mask.load(runtime.path(j.params["rep"].level(imp_levels[j.params["density"]])) / store.MASK)
+            row["iou_with_imp"] = iou(Mask.load(runtime.path(j.folder) / store.MASK), imp)
+        rows.append(row)
     dense = [store.read_summary(runtime.path(rep.level(0))) for rep in reps]
     experiments = dict(folders)
     if reps[0].lottery:
         experiments["imp"] = runtime.path(reps[0].lottery).parent
     return Comparison(rows, experiments, dense)
+
+
+def iou(a: Mask, b: Mask) -> float:
+    """Intersection over union of the kept weights of two masks of one network."""
+    both = sum(int((a[k] & b[k]).sum()) for k in a.keys())
+    either = sum(int((a[k] | b[k]).sum()) for k in a.keys())
+    return both / either if either else 1.0
 
 
 @dataclass(frozen=True)

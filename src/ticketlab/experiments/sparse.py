@@ -27,7 +27,9 @@ from ..training.dynamic import METHODS, DynamicMask, DynamicSpec
 from .job import run_training
 from .plan import Replicate, dense_experiment, provenance, relative
 
-START = {"set": "erk", "set-magnitude": "erk", "rigl": "erk", "gmp": "uniform"}  # the layer densities
+# the layer densities: ERK for the rewiring methods (RigL's; DEEP R's own code hand-set 1%/3%/30% for its MLP),
+# uniform for gmp (Zhu & Gupta)
+START = {"set": "erk", "set-magnitude": "erk", "rigl": "erk", "deepr": "erk", "gmp": "uniform"}
 
 
 def spec_of(name: str) -> DynamicSpec:

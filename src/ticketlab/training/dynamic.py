@@ -10,6 +10,11 @@ rules; where the references differ, the choice is a named field of `DynamicSpec`
                    alpha/2 (1 + cos(pi t / T_end)); the optimizer step is skipped on update steps
     gmp            gradual magnitude pruning (Zhu & Gupta 2017): dense start, sparsity
                    s_t = s_f + (s_i - s_f)(1 - (t - t0)/(t_end - t0))^3, pruning every `every` steps
+    deepr          DEEP R (Bellec et al. 2018): each weight w = s * theta with a fixed sign s (the initial
+                   weight's); after each optimizer step, active theta get theta -= lr * l1 and
+                   theta += lr * noise * N(0, 1) (temperature T = lr * noise^2 / 2); a theta at or below 0
+                   goes dormant (w = 0), and as many random dormant ones wake at theta = 1e-12, so each layer
+                   keeps exactly K active after every step
 
 Every update keeps each layer's active count exactly (set, rigl; gmp follows its schedule to the weight),
 sets the weights, gradients and optimizer moments of inactive weights to exactly 0 (a grown weight starts at 0
@@ -50,6 +55,8 @@ class DynamicSpec:
     counting: str = "floor"  # COUNTINGS
     regrow_dropped: bool = False  # may a weight dropped in an update be regrown in it (both references: yes)
     skip_update_step: bool = False  # no optimizer step on an update step (RigL in both references)
+    l1: float = 1e-5  # DEEP R's alpha (its code's default)
+    noise: float = 1e-5  # DEEP R's gdnoise sigma_n: the noise added is lr * sigma_n * N(0, 1)
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -62,6 +69,11 @@ class DynamicSpec:
             raise TicketlabError(f"schedule must be one of {SCHEDULES}, counting one of {COUNTINGS}")
         if not 0 <= self.begin <= self.end <= 1:
             raise TicketlabError(f"need 0 <= begin <= end <= 1, got begin {self.begin}, end {self.end}")
+        if self.method == "deepr" and (self.every, self.begin, self.end) != (1, 0.0, 1.0):
+            raise TicketlabError("DEEP R rewires after every step of training (every 1, begin 0, end 1): a step "
+                                 "that crosses zero must make its link dormant at once, or a sign would flip")
+        if not (0 <= self.l1 < math.inf and 0 <= self.noise < math.inf):
+            raise TicketlabError(f"DEEP R's l1 and noise must be >= 0 and finite, got {self.l1}, {self.noise}")
 
 
 # Each method's published defaults (REFERENCE.md 11, 13); SET's zeta = 0.3 with a constant fraction.
@@ -70,7 +82,9 @@ METHODS: dict[str, DynamicSpec] = {
     "set-magnitude": DynamicSpec("set-magnitude", schedule="constant"),
     "rigl": DynamicSpec("rigl", skip_update_step=True),
     "gmp": DynamicSpec("gmp", every=100, begin=0.0, end=0.75),
+    "deepr": DynamicSpec("deepr", every=1, fraction=0.0, schedule="constant", end=1.0),
 }
+WAKE = 1e-12  # DEEP R's theta of a link that wakes
 
 
 def drop_fraction(spec: DynamicSpec, step: int, end_step: int) -> float:
@@ -100,6 +114,7 @@ def drop_count(spec: DynamicSpec, fraction: float, active: int, size: int) -> in
 def top(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask of the k largest scores (-inf never chosen); ties go to the lower flat index."""
     out = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    k = min(k, int(torch.isfinite(scores).sum()))
     if k > 0:
         order = torch.sort(scores.flatten(), descending=True, stable=True).indices[:k]
         out[order] = True
@@ -136,9 +151,18 @@ class DynamicMask(StaticMask):
         self.params = prunable(model)
         self.uses = uses_per_example(model, self.input_shape)
         self.dense_f = forward_flops(self.uses, {k: p.numel() for k, p in self.params.items()})
+        # DEEP R's fixed signs: the initial weights' (random, symmetric)
+        self.signs = {k: self._sign(k, p.detach()) for k, p in self.params.items()} if self.spec.method == "deepr" \
+            else {}
         self._install(model)
         self.applier.weights()
         return model
+
+    def _sign(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        """The initial weight's sign; a weight that starts at 0 (outside the starting mask) draws one, seeded."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "sign", name))
+        drawn = torch.where(torch.rand(w.shape, generator=g) < 0.5, -1.0, 1.0).to(w.device, w.dtype)
+        return torch.where(w < 0, -1.0, torch.where(w > 0, 1.0, drawn)).to(w.dtype)
 
     def updates_at(self, step: int) -> bool:
         return step % self.spec.every == 0 and self.begin_step <= step <= self.end_step
@@ -162,7 +186,10 @@ class DynamicMask(StaticMask):
         f = forward_flops(self.uses, self.counts)
         self.flops += (2 * f + self.dense_f if self.skips_step(step) else 3 * f) * self.batch_size
         if self.updates_at(step):
-            self.update(step)
+            if self.spec.method == "deepr":
+                self.rewire(step, optimizer.param_groups[0]["lr"])
+            else:
+                self.update(step)
             self.applier.weights()
             self.applier.grads()
             self.applier.optimizer_state(optimizer)
@@ -179,6 +206,30 @@ class DynamicMask(StaticMask):
                 old = self.mask.tensors[name]
                 new = self._gmp(name, p, old, step) if self.spec.method == "gmp" else self._drop_grow(name, p, old,
                                                                                                     step)
+                self.last[name] = {"dropped": old & ~new, "grown": new & ~old}
+                self.mask.tensors[name] = new
+        self._install(self.net)
+
+    def rewire(self, step: int, lr: float) -> None:
+        """DEEP R after the optimizer's step: L1 and noise on the active theta = s * w, dormant where theta <= 0
+        (a step that crossed zero ends there too: a sign never flips), then random dormant links wake until
+        each layer has its K again."""
+        self.updates += 1
+        self.last = {}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                old, s = self.mask.tensors[name], self.signs[name]
+                g = torch.Generator(device=p.device).manual_seed(derive_seed(self.seed, "noise", step, name))
+                theta = s * p - lr * self.spec.l1 + lr * self.spec.noise * torch.randn(p.shape, generator=g,
+                                                                                        device=p.device, dtype=p.dtype)
+                alive = old & (theta > 0)
+                missing = self.targets[name] - int(alive.sum())
+                g = torch.Generator().manual_seed(derive_seed(self.seed, "wake", step, name))
+                score = torch.rand(p.shape, generator=g).to(p.device)
+                woken = top(torch.where(~old, score, -torch.inf), missing)  # dormant before this step
+                theta = torch.where(woken, torch.full_like(theta, WAKE), theta)
+                new = alive | woken
+                p.copy_(torch.where(new, s * theta, torch.zeros_like(p)))
                 self.last[name] = {"dropped": old & ~new, "grown": new & ~old}
                 self.mask.tensors[name] = new
         self._install(self.net)
@@ -231,6 +282,7 @@ class DynamicMask(StaticMask):
     # ---- resume --------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        # DEEP R's signs are the initial weights': rebuilt from them on resume, never stored
         return {"masks": {k: v.cpu() for k, v in self.mask.tensors.items()}, "flops": self.flops,
                 "updates": self.updates}
 

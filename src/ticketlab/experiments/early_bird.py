@@ -1,0 +1,105 @@
+"""Early-bird tickets in the run store (training/early_bird.py draws them), trained like lottery tickets.
+
+Job kinds: `early_bird_search` in `earlybird_<h>/seed_<s>/density_<d>/search/` trains the dense network with
+the config's recipe until the early-bird mask is drawn (or to the end, if the masks never settle: then the
+trained network's magnitude mask, said as "found": false), and stores that mask, the weights at that step
+and the epoch; `early_bird` in `density_<d>/` trains the mask from the initial weights (rewound to theta_0,
+as a lottery ticket). h = the dense experiment's identity + the search's settings (epsilon, masks kept).
+Training FLOPs: the dense search up to its step, then the ticket's training.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .. import store
+from ..config import RunConfig
+from ..identity import digest
+from ..jobs import Job, Runtime, register_kind
+from ..masks import Mask
+from ..training.cost import dense_counts, forward_flops, uses_per_example
+from ..training.early_bird import EPSILON, KEEP, EarlyBirdFound, EarlyBirdSearch, magnitude_mask
+from ..training.loop import Checkpointing, Diverged, Hooks, train
+from .job import DIVERGED, require_healthy, run_training
+from .plan import Replicate, dense_experiment, provenance, relative
+
+SEARCH = "search"
+
+
+def early_bird_jobs(config: RunConfig, densities: list[float], reps: list[Replicate],
+                    runtime: Runtime) -> tuple[Path, list[Job]]:
+    dense_id, _ = dense_experiment(config, runtime, record=False)
+    identity = {"dense": dense_id, "early_bird": {"epsilon": EPSILON, "keep": KEEP, "start": "rewind"}}
+    folder = store.experiment_dir(runtime.root, "earlybird", digest(identity))
+    body = config.to_dict()
+    body.pop("seed")
+    store.record_experiment(folder, {"kind": "earlybird", "method": "early-bird", "hash": digest(identity),
+                                     "identity": identity, "config": body}, provenance)
+    jobs = []
+    for rep in reps:
+        for d in densities:
+            ticket = relative(store.density_dir(store.seed_dir(folder, rep.seed), d), runtime)
+            search = (Path(ticket) / SEARCH).as_posix()
+            params = {"rep": rep, "method": "early-bird", "density": d}
+            jobs.append(Job("early_bird_search", search, params, label=f"seed {rep.seed} early-bird d={d:g} search"))
+            jobs.append(Job("early_bird", ticket, params, (search,), label=f"seed {rep.seed} early-bird d={d:g}"))
+    return folder, jobs
+
+
+@register_kind("early_bird_search")
+def run_search(job: Job, rt: Runtime) -> None:
+    rep: Replicate = job.params["rep"]
+    config, density = rep.config, job.params["density"]
+    folder = rt.path(job.folder)
+    data = rt.data(config.dataset, rep.fingerprint)
+    model = rt.model(config, data, rep.seeds["init"])
+    per_epoch = max(1, len(data.train_x) // config.training.batch_size)
+    policy = EarlyBirdSearch(density, per_epoch)
+    folder.mkdir(parents=True, exist_ok=True)
+    hooks = Hooks(progress=(lambda s, t: rt.progress(job.describe(), s, t)) if rt.progress else None)
+    began = time.perf_counter()
+    head = {"method": "early-bird", "variant": "search", "requested_density": density, "seed": rep.seed,
+            "seeds": rep.seeds, "steps_per_epoch": per_epoch, "epsilon": EPSILON, "keep": KEEP}
+    try:
+        train(model, data, config.training, data_seed=rep.seeds["data"], policy=policy, hooks=hooks,
+              checkpoint=Checkpointing(folder / store.CHECKPOINT, rt.options.checkpoint_every))
+        found, step, mask = False, config.training.train_steps, magnitude_mask(model, density)
+    except EarlyBirdFound as e:
+        found, step, mask = True, e.step, e.mask
+    except Diverged as d:
+        print(f"{job.describe()} diverged at step {d.step}: {d.reason}", file=sys.stderr)
+        store.finish_job(folder, {**head, "status": DIVERGED, "diverged_at_step": d.step,
+                                  "diverged_because": d.reason, "density": None,
+                                  "train_seconds_this_session": time.perf_counter() - began})
+        (folder / store.CHECKPOINT).unlink(missing_ok=True)
+        return
+    uses = uses_per_example(model, data.input_shape)
+    mask.save(folder / store.MASK)
+    store.save_weights(folder / store.FINAL, model)  # the weights at the step the mask was drawn
+    store.finish_job(folder, {**head, "status": "ok", "found": found, "step": step, "epoch": step // per_epoch,
+                              "largest_distances": policy.history, "density": mask.density(),
+                              "layer_counts": mask.counts(),
+                              "train_flops": 3 * forward_flops(uses, dense_counts(model)) * step
+                              * config.training.batch_size,
+                              "train_seconds_this_session": time.perf_counter() - began})
+    (folder / store.CHECKPOINT).unlink(missing_ok=True)
+
+
+@register_kind("early_bird")
+def run_ticket(job: Job, rt: Runtime) -> None:
+    rep: Replicate = job.params["rep"]
+    config = rep.config
+    search = require_healthy(rt.path(job.deps[0]), job.describe() + " search")
+    mask = Mask.load(rt.path(job.deps[0]) / store.MASK)
+    data = rt.data(config.dataset, rep.fingerprint)
+    model = rt.model(config, data, rep.seeds["init"])
+    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    info = {"method": "early-bird", "variant": "ticket", "requested_density": job.params["density"], "level": 0,
+            "rewind_step": 0, "seed": rep.seed, "seeds": rep.seeds, "early_bird_found": search["found"],
+            "early_bird_step": search["step"], "early_bird_epoch": search["epoch"]}
+    run_training(rt.path(job.folder), model=model, data=data, training=config.training, mask=mask, start=theta0,
+                 start_step=0, data_seed=rep.seeds["data"], budget={(k,): n for k, n in mask.counts().items()},
+                 info=info, label=job.describe(), progress=rt.progress, checkpoint_every=rt.options.checkpoint_every)
+
