@@ -123,6 +123,8 @@ def _read(plan: ComparePlan, planned: Planned, runtime: Runtime) -> Comparison:
         summary = store.read_summary(runtime.path(j.folder))
         runs = [summary, *(store.read_summary(runtime.path(d)) for d in j.deps)]  # early-bird: + its search
         row = _row(j.params["method"], j.params["density"], summary, cost, runs)
+        if j.kind == "early_bird":
+            row["drawn_at_step"], row["found"] = summary.get("early_bird_step"), summary.get("early_bird_found")
         if j.kind == "early_bird" and imp_levels:  # how much of IMP's mask at that density it found
             imp = Mask.load(runtime.path(j.params["rep"].level(imp_levels[j.params["density"]])) / store.MASK)
             row["iou_with_imp"] = iou(Mask.load(runtime.path(j.folder) / store.MASK), imp)

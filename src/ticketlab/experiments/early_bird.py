@@ -16,14 +16,13 @@ from pathlib import Path
 
 from .. import store
 from ..config import RunConfig
-from ..identity import digest
 from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
 from ..training.cost import dense_counts, forward_flops, uses_per_example
 from ..training.early_bird import EPSILON, KEEP, EarlyBirdFound, EarlyBirdSearch, magnitude_mask
 from ..training.loop import Checkpointing, Diverged, Hooks, train
 from .job import DIVERGED, require_healthy, run_training
-from .plan import Replicate, dense_experiment, provenance, relative
+from .plan import Replicate, dense_experiment, initialised, method_experiment, relative
 
 SEARCH = "search"
 
@@ -32,11 +31,7 @@ def early_bird_jobs(config: RunConfig, densities: list[float], reps: list[Replic
                     runtime: Runtime) -> tuple[Path, list[Job]]:
     dense_id, _ = dense_experiment(config, runtime, record=False)
     identity = {"dense": dense_id, "early_bird": {"epsilon": EPSILON, "keep": KEEP, "start": "rewind"}}
-    folder = store.experiment_dir(runtime.root, "earlybird", digest(identity))
-    body = config.to_dict()
-    body.pop("seed")
-    store.record_experiment(folder, {"kind": "earlybird", "method": "early-bird", "hash": digest(identity),
-                                     "identity": identity, "config": body}, provenance)
+    folder = method_experiment(config, runtime, "earlybird", identity, method="early-bird")
     jobs = []
     for rep in reps:
         for d in densities:
@@ -93,9 +88,7 @@ def run_ticket(job: Job, rt: Runtime) -> None:
     config = rep.config
     search = require_healthy(rt.path(job.deps[0]), job.describe() + " search")
     mask = Mask.load(rt.path(job.deps[0]) / store.MASK)
-    data = rt.data(config.dataset, rep.fingerprint)
-    model = rt.model(config, data, rep.seeds["init"])
-    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    data, model, theta0 = initialised(rep, rt)
     info = {"method": "early-bird", "variant": "ticket", "requested_density": job.params["density"], "level": 0,
             "rewind_step": 0, "seed": rep.seed, "seeds": rep.seeds, "early_bird_found": search["found"],
             "early_bird_step": search["step"], "early_bird_epoch": search["epoch"]}

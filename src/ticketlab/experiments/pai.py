@@ -28,14 +28,14 @@ import torch
 from .. import store
 from ..config import RunConfig
 from ..errors import TicketlabError
-from ..identity import changed_fields, digest
+from ..identity import changed_fields
 from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
 from ..pruning import SCORERS, budget_for, prune
 from ..seeds import derive_seed
 from .controls import shuffle_mask
 from .job import require_healthy, run_training
-from .plan import Replicate, dense_experiment, provenance, relative
+from .plan import Replicate, dense_experiment, initialised, method_experiment, relative
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,7 @@ def pai_jobs(config: RunConfig, names: list[str], densities: list[float], reps: 
         identity = {"dense": dense_id, "method": dataclasses.asdict(spec), "ignore": list(config.pruning.ignore)}
         if spec.allocation == "layerwise":  # the only allocation that reads the per-layer rates
             identity["pruning"] = changed_fields(config.pruning)
-        folder = store.experiment_dir(runtime.root, "pai", digest(identity))
-        body = config.to_dict()
-        body.pop("seed")
-        store.record_experiment(folder, {"kind": "pai", "method": name, "hash": digest(identity),
-                                         "identity": identity, "config": body}, provenance)
+        folder = method_experiment(config, runtime, "pai", identity, method=name)
         folders[name] = folder
         for rep in reps:
             for d in densities:
@@ -130,9 +126,7 @@ def run_pai(job: Job, rt: Runtime) -> None:
     rep: Replicate = p["rep"]
     spec: Method = p["spec"]
     config, density, check = rep.config, p["density"], p["check"]
-    data = rt.data(config.dataset, rep.fingerprint)
-    model = rt.model(config, data, rep.seeds["init"])
-    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    data, model, theta0 = initialised(rep, rt)
     draw = derive_seed(rep.seed, "pai", p["method"], density)
     budget = budget_for(model, density, spec.allocation, config.pruning)
     start = theta0

@@ -63,6 +63,14 @@ class Replicate:
         return self.prefix(k) if k > 0 else None
 
 
+def initialised(rep: Replicate, runtime: Runtime) -> tuple[Any, Any, dict[str, torch.Tensor]]:
+    """What a job that trains from initialisation starts from: the replicate's data (checked against its
+    fingerprint), its model built from the init seed, and a copy of those initial weights (theta_0)."""
+    data = runtime.data(rep.config.dataset, rep.fingerprint)
+    model = runtime.model(rep.config, data, rep.seeds["init"])
+    return data, model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
 def dense_experiment(config: RunConfig, runtime: Runtime, record: bool = True) -> tuple[dict[str, Any], Path]:
     """The dense experiment of `config`: identity and folder (its config.json written if `record`). The
     data are loaded and the model built once here to know what they are."""
@@ -77,6 +85,19 @@ def dense_experiment(config: RunConfig, runtime: Runtime, record: bool = True) -
                                          "config": {k: body[k] for k in ("dataset", "model", "training")}},
                                 provenance)
     return identity, folder
+
+
+def method_experiment(config: RunConfig, runtime: Runtime, kind: str, identity: dict[str, Any],
+                      **fields: Any) -> Path:
+    """The folder `<kind>_<hash of identity>` of an experiment that branches off the dense one (pai, sparse,
+    earlybird, strong), its config.json written once: the kind, `fields` (the method, ...), the identity and
+    the config without the seed (every replicate shares it)."""
+    folder = store.experiment_dir(runtime.root, kind, digest(identity))
+    body = config.to_dict()
+    body.pop("seed")
+    store.record_experiment(folder, {"kind": kind, **fields, "hash": digest(identity), "identity": identity,
+                                     "config": body}, provenance)
+    return folder
 
 
 def resolve(config: RunConfig, seeds: list[int], runtime: Runtime) -> list[Replicate]:

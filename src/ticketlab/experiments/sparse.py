@@ -18,14 +18,13 @@ import torch
 from .. import store
 from ..config import RunConfig
 from ..errors import TicketlabError
-from ..identity import digest
 from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
 from ..pruning import SCORERS, budget_for, prune
 from ..seeds import derive_seed
 from ..training.dynamic import METHODS, DynamicMask, DynamicSpec
 from .job import run_training
-from .plan import Replicate, dense_experiment, provenance, relative
+from .plan import Replicate, dense_experiment, initialised, method_experiment, relative
 
 # the layer densities: ERK for the rewiring methods (RigL's; DEEP R's own code hand-set 1%/3%/30% for its MLP),
 # uniform for gmp (Zhu & Gupta)
@@ -47,11 +46,7 @@ def sparse_jobs(config: RunConfig, names: list[str], densities: list[float], rep
         spec = spec_of(name)
         identity = {"dense": dense_id, "sparse": dataclasses.asdict(spec), "start": START[name],
                     "ignore": list(config.pruning.ignore)}
-        folder = store.experiment_dir(runtime.root, "sparse", digest(identity))
-        body = config.to_dict()
-        body.pop("seed")
-        store.record_experiment(folder, {"kind": "sparse", "method": name, "hash": digest(identity),
-                                         "identity": identity, "config": body}, provenance)
+        folder = method_experiment(config, runtime, "sparse", identity, method=name)
         folders[name] = folder
         for rep in reps:
             for d in densities:
@@ -74,9 +69,7 @@ def run_sparse(job: Job, rt: Runtime) -> None:
     rep: Replicate = p["rep"]
     spec: DynamicSpec = p["spec"]
     config, density, name = rep.config, p["density"], p["method"]
-    data = rt.data(config.dataset, rep.fingerprint)
-    model = rt.model(config, data, rep.seeds["init"])
-    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    data, model, theta0 = initialised(rep, rt)
     draw = derive_seed(rep.seed, "sparse", name, density)
     budget = budget_for(model, density, START[name], config.pruning)
     targets = per_layer(budget)

@@ -27,7 +27,6 @@ from .. import store
 from ..config import RunConfig
 from ..doctor import examine
 from ..errors import TicketlabError
-from ..identity import digest
 from ..jobs import Job, Runtime, register_kind
 from ..masks import prunable
 from ..training.loop import Diverged
@@ -35,7 +34,7 @@ from ..training.supermask import (StrongSpec, evaluate_fixed, kept_count, large_
                                   prepare_frozen, summary_of)
 from .job import ACCURACIES, DIVERGED, require_healthy
 from .lottery import level_jobs
-from .plan import Replicate, dense_experiment, provenance, relative, resolve
+from .plan import Replicate, dense_experiment, method_experiment, relative, resolve
 from .registry import Experiment, Planned, check_replicates, drive, register_experiment
 
 
@@ -74,11 +73,7 @@ def strong_jobs(config: RunConfig, spec: StrongSpec, ks: list[float], reps: list
             # learned strong tickets ignored augmentation before they ran on the one loop: runs stored then
             # say augment but trained without it, so augmented runs get new folders (the others keep theirs)
             identity["augmented_batches"] = True
-        folder = store.experiment_dir(runtime.root, "strong", digest(identity))
-        body = config.to_dict()
-        body.pop("seed")
-        store.record_experiment(folder, {"kind": "strong", "method": method.method, "k": k, "hash": digest(identity),
-                                         "identity": identity, "config": body}, provenance)
+        folder = method_experiment(config, runtime, "strong", identity, method=method.method, k=k)
         folders[k] = folder
         for rep in reps:
             where = relative(store.level_dir(store.seed_dir(folder, rep.seed), 0), runtime)

@@ -18,7 +18,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..matching import matches
+from ..matching import lowest_matching, matches
 from .aggregate import _stats
 from .figures import _density_axis, _save
 
@@ -43,7 +43,28 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "accuracy": _stats([m["early_stop_test_accuracy"] for m in trained]),
                       "train_cost": _mean([m.get("train_cost") for m in trained]),
                       "train_seconds": _mean([m.get("train_seconds") for m in trained])})
+        if any("drawn_at_step" in m for m in members):  # early-bird: when each seed's mask was drawn
+            table[-1].update({"drawn_at_step": [m.get("drawn_at_step") for m in members],
+                              "found": sum(bool(m.get("found")) for m in members),
+                              "iou_with_imp": _mean([m.get("iou_with_imp") for m in members])})
     return table
+
+
+def early_bird_lines(table: list[dict[str, Any]]) -> list[str]:
+    """Plain sentences: when each early-bird ticket was drawn, and how much of IMP's mask it shares."""
+    out = []
+    for e in table:
+        if "drawn_at_step" not in e:
+            continue
+        steps = ", ".join(str(s) for s in e["drawn_at_step"])
+        text = (f"early-bird at {100 * e['requested_density']:g}%: the masks settled in {e['found']} of "
+                f"{len(e['drawn_at_step'])} seed(s), drawn at step(s) {steps}")
+        if e["found"] < len(e["drawn_at_step"]):
+            text += " (a seed whose masks never settled uses its trained network's magnitude mask)"
+        if e["iou_with_imp"] is not None:
+            text += f"; IoU with IMP's mask at that density {e['iou_with_imp']:.3f}"
+        out.append(text + ".")
+    return out
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -147,22 +168,30 @@ def write_report(comparison: Any, out_dir: str | Path, title: str, chance: float
     table = summarize(comparison.rows)
     dense_acc = [d["early_stop_test_accuracy"] for d in comparison.dense if d.get("early_stop_test_accuracy") is not None]
     dense = statistics.fmean(dense_acc) if dense_acc else None
+    dense_std = statistics.stdev(dense_acc) if len(dense_acc) > 1 else 0.0
+    for e in table:  # the one matching rule (ticketlab.matching) against the dense network
+        e["matches_dense"] = matches(e["accuracy"]["mean"], dense, dense_std) if e["variant"] == "ticket" else None
     drawn = figure(table, dense, out, chance)
     costs = cost_figure(table, dense, out)
     head = ["method", "check", "requested %", "achieved %", "n", "collapsed", "test acc @ early stop % [min, max]",
-            "train FLOPs (x dense)", "train s"]
+            "matches dense", "train FLOPs (x dense)", "train s"]
     body = [[e["method"], e["variant"].removeprefix("check_"), f"{100 * e['requested_density']:g}",
              f"{100 * e['density']:.3g}", str(e["n"]), str(e["collapsed"]),
              "-" if e["accuracy"]["mean"] is None else
              f"{100 * e['accuracy']['mean']:.2f} [{100 * e['accuracy']['min']:.2f}, {100 * e['accuracy']['max']:.2f}]",
+             {True: "yes", False: "no", None: "-"}[e["matches_dense"]],
              "-" if e["train_cost"] is None else f"{e['train_cost']:.3g}",
              "-" if e["train_seconds"] is None else f"{e['train_seconds']:.3g}"]
             for e in table]
     sentences = verdicts(table)
-    dense_line = f"Dense network: {100 * dense:.2f}% (mean of {len(dense_acc)} seed(s))." if dense is not None else ""
+    dense_line = (f"Dense network: {100 * dense:.2f}% (mean of {len(dense_acc)} seed(s), std {100 * dense_std:.2f} "
+                  f"pp); a ticket matches it at or above {100 * lowest_matching(dense, dense_std):.2f}% "
+                  "(ticketlab.matching)." if dense is not None else "")
     md = [f"# {title}", "", dense_line, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in body]
-    md += ["", "## What the sanity checks say", ""] + [f"- {s}" for s in sentences]
+    md += ["", "## What the sanity checks say", ""] + ([f"- {s}" for s in sentences] or ["No sanity checks were run."])
+    if birds := early_bird_lines(table):
+        md += ["", "## Early-bird tickets", ""] + [f"- {s}" for s in birds]
     md += ["", f"![accuracy vs density]({drawn.png.name})", "",
            "Training cost: FLOPs of the prunable weights' multiply-adds over every training a row took (IMP: each "
            "level up to its own, the dense run included; RigL: its dense gradients at update steps), relative to "

@@ -112,13 +112,31 @@ def drop_count(spec: DynamicSpec, fraction: float, active: int, size: int) -> in
 
 
 def top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the k largest scores (-inf never chosen); ties go to the lower flat index."""
-    out = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    k = min(k, int(torch.isfinite(scores).sum()))
+    """Bool mask of the k largest scores (-inf never chosen); ties go to the lower flat index. The k-th largest
+    value from topk, then everything above it and the lowest-index entries equal to it: no full sort."""
+    flat = scores.flatten()
+    out = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    k = min(k, int(torch.isfinite(flat).sum()))
     if k > 0:
-        order = torch.sort(scores.flatten(), descending=True, stable=True).indices[:k]
-        out[order] = True
+        threshold = torch.topk(flat, k, sorted=False).values.min()
+        out = flat > threshold
+        ties = (flat == threshold).nonzero().flatten()[: k - int(out.sum())]
+        out[ties] = True
     return out.view_as(scores)
+
+
+def draw_dormant(active: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n distinct flat positions drawn uniformly among those not `active` (there must be at least n): the
+    first n distinct inactive ones of a seeded uniform sequence, so no full permutation of a layer per step."""
+    chosen: dict[int, None] = {}
+    size = active.numel()
+    while len(chosen) < n:
+        draws = torch.randint(size, (4 * (n - len(chosen)) + 16,), generator=generator)
+        for i in draws[~active[draws.to(active.device)].cpu()].tolist():
+            chosen.setdefault(i, None)
+            if len(chosen) == n:
+                break
+    return torch.tensor(list(chosen), dtype=torch.long)
 
 
 @register_policy("dynamic")
@@ -212,10 +230,11 @@ class DynamicMask(StaticMask):
 
     def rewire(self, step: int, lr: float) -> None:
         """DEEP R after the optimizer's step: L1 and noise on the active theta = s * w, dormant where theta <= 0
-        (a step that crossed zero ends there too: a sign never flips), then random dormant links wake until
-        each layer has its K again."""
+        (a step that crossed zero ends there too: a sign never flips), then random dormant links (a link that
+        died in this step among them, as in DEEP R's code) wake until each layer has its K again."""
         self.updates += 1
         self.last = {}
+        changed = False
         with torch.no_grad():
             for name, p in self.params.items():
                 old, s = self.mask.tensors[name], self.signs[name]
@@ -224,15 +243,21 @@ class DynamicMask(StaticMask):
                                                                                         device=p.device, dtype=p.dtype)
                 alive = old & (theta > 0)
                 missing = self.targets[name] - int(alive.sum())
-                g = torch.Generator().manual_seed(derive_seed(self.seed, "wake", step, name))
-                score = torch.rand(p.shape, generator=g).to(p.device)
-                woken = top(torch.where(~old, score, -torch.inf), missing)  # dormant before this step
-                theta = torch.where(woken, torch.full_like(theta, WAKE), theta)
-                new = alive | woken
+                if missing > 0:  # wake `missing` links drawn uniformly among the dormant ones (as DEEP R's code)
+                    g = torch.Generator().manual_seed(derive_seed(self.seed, "wake", step, name))
+                    woken = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+                    woken[draw_dormant(alive.flatten(), missing, g).to(p.device)] = True
+                    woken = woken.view_as(p)
+                    theta = torch.where(woken, torch.full_like(theta, WAKE), theta)
+                    new = alive | woken
+                    changed = True
+                else:
+                    new, woken = alive, torch.zeros_like(alive)
                 p.copy_(torch.where(new, s * theta, torch.zeros_like(p)))
-                self.last[name] = {"dropped": old & ~new, "grown": new & ~old}
+                self.last[name] = {"dropped": old & ~new, "grown": woken}
                 self.mask.tensors[name] = new
-        self._install(self.net)
+        if changed:
+            self._install(self.net)
 
     def _gmp(self, name: str, p: torch.Tensor, old: torch.Tensor, step: int) -> torch.Tensor:
         size = p.numel()
