@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ticketlab import store
 from ticketlab.cli import main
 from ticketlab.data import idx
 
@@ -410,3 +409,45 @@ def test_a_signal_stops_a_run_with_one_line_and_it_resumes(signum, code, name, t
     assert json.loads(resumed.stdout)["levels"][0]["level"] == 0
     # a temporary file of a write the signal cut short is removed when its job runs again
     assert not list(root.rglob("*.tmp")) and not list(root.rglob("checkpoint.pt"))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["compare", *SMALL, "--methods", "snip", "--densities", "0.2,0.2", "--checks", "none"],
+     "densities: 0.2 given twice (each is one job per seed)"),
+    (["compare", *SMALL, "--methods", "snip,snip", "--densities", "0.2", "--checks", "none"],
+     "methods: snip given twice"),
+    (["strong", *SMALL, "--k", "0.5,0.5"], "k: 0.5 given twice"),
+    (["strong", *SMALL, "--k", "0.5", "--scale-fan"], "--scale-fan scales the signed-constant weights: it needs "
+                                                       "--weights signed_constant (got --weights own)"),
+], ids=["densities", "methods", "k", "scale-fan without signed-constant weights"])
+def test_a_value_given_twice_or_without_effect_is_refused(argv, message, tmp_path, capsys):
+    root = tmp_path / "runs"
+    code, _, err = call(capsys, *argv, "--out", root, "--report-dir", tmp_path / "rep")
+    one_error(code, err, message)
+    nothing_written(root)
+
+
+def test_a_ticket_whose_mask_is_not_zeros_and_ones_is_refused(tmp_path, capsys):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    runs = tmp_path / "runs"
+    assert call(capsys, "lottery", *SMALL, "--levels", "1", "--out", runs)[0] == 0
+    (level,) = runs.glob("lottery_*/seed_0/level_1")
+    assert call(capsys, "export", level.parent, "--level", "1", "--format", "safetensors",
+                "--out", tmp_path / "t.safetensors")[0] == 0
+    with safe_open(tmp_path / "t.safetensors", "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(tmp_path / "t.safetensors")
+    name = next(k for k in tensors if k.startswith("mask."))
+    tensors[name] = tensors[name].to(torch.float32) * 2  # a "mask" of 0 and 2
+    save_file(tensors, tmp_path / "bad.safetensors", metadata=metadata)
+    code, _, err = call(capsys, "train", *SMALL, "--ticket", tmp_path / "bad.safetensors", "--out", tmp_path / "new")
+    one_error(code, err, f"{name} holds values other than 0 and 1: not a mask")
+    nothing_written(tmp_path / "new")
+
+
+def test_the_top_level_hint_names_the_command_once(capsys):
+    code, _, err = call(capsys, "bogus-command")
+    assert code == 2 and err.rstrip().endswith("(see ticketlab --help)") and "ticketlab ticketlab" not in err

@@ -289,3 +289,28 @@ def test_cli_table_shows_a_diverged_last_level(tmp_path):
     assert out.stderr.strip().splitlines()[-1].startswith("ticketlab: error: 1 job(s) diverged (seed 0 level 1 "
                                                           "at step ")
     assert "warning: seed 0 level 1 diverged at step" in out.stderr
+
+
+def test_a_loss_that_explodes_but_stays_finite_is_divergence_too():
+    """SGD at LR 3 on unscaled inputs: the validation loss is 5.8e8 at step 10 (1.2 at step 0), every weight
+    still finite. Before, such a run finished as "ok" at chance accuracy."""
+    from ticketlab.config import TrainingHparams
+    from ticketlab.data import DataSplits
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 8, generator=g) * 3
+    y = torch.randint(0, 3, (300,), generator=g)
+    data = DataSplits(x[:200], y[:200], x[200:250], y[200:250], x[250:], y[250:], num_classes=3)
+    hp = TrainingHparams(optimizer="sgd", lr=3.0, momentum=0.9, batch_size=20, train_steps=40, eval_every=10)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+    with pytest.raises(Diverged, match="validation loss exploded") as caught:
+        train(model, data, hp, data_seed=0)
+    assert caught.value.step == 10 and [e["step"] for e in caught.value.evals] == [0]
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())  # finite, and still diverged
+    assert f"over {loop.EXPLODED:g} times its" in caught.value.reason
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+    result = train(model, data, TrainingHparams(optimizer="sgd", lr=0.01, batch_size=20, train_steps=40,
+                                                eval_every=10), data_seed=0)
+    assert len(result.evals) == 5  # a sane LR is untouched

@@ -259,7 +259,7 @@ def test_deep_r_refuses_to_rewire_less_often_than_every_step():
 
 
 def test_top_picks_what_a_stable_sort_picks_ties_to_the_lower_index_never_minus_infinity():
-    from ticketlab.training.dynamic import top
+    from ticketlab.masks import top_k as top
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5000, generator=g)

@@ -65,3 +65,17 @@ def test_the_command_sweeps_and_draws(tmp_path):
     assert "| 1 |" in out.stdout and (tmp_path / "fig" / "sweep.json").is_file()
     rows = json.loads((tmp_path / "fig" / "sweep.json").read_text())["rows"]
     assert {(r["level"], r["step"]) for r in rows} == {(0, 0), (0, 10), (1, 0), (1, 10)}  # default: 0..--levels
+
+
+def test_a_sweep_figure_without_accuracies_draws_no_empty_legend(tmp_path):
+    """Dense analyses alone (no level trained to the end, no dense accuracy): no matplotlib warning."""
+    import warnings
+
+    from ticketlab.report.stability import sweep_figure
+
+    rows = [{"level": 0, "step": k, "density": 1.0, "seeds": 1, "test_barrier": 0.01, "test_barrier_min": 0.01,
+             "test_barrier_max": 0.01, "stable": True, "test_accuracy": None, "matching": None} for k in (0, 10)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drawn = sweep_figure(rows, None, 0.02, tmp_path, "analyses_only")
+    assert drawn.png.stat().st_size > 0

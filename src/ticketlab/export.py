@@ -135,6 +135,9 @@ def load_ticket(path: Path | str) -> dict[str, Any]:
              for p in ("mask", "init", "final")}
     if sum(map(len, parts.values())) != len(tensors):
         raise TicketlabError(f"{path} is not a ticketlab ticket (tensors other than mask./init./final.)")
+    for k, v in parts["mask"].items():  # a mask holds 0 and 1 only: 2 or 0.5 is not a mask, whatever it meant
+        if v.numel() and not bool(((v == 0) | (v == 1)).all()):
+            raise TicketlabError(f"{path}: mask.{k} holds values other than 0 and 1: not a mask")
     masks = {k: v.to(torch.bool) for k, v in parts["mask"].items()}
     return {"masks": masks, "init": parts["init"], "final": parts["final"], "metadata": metadata}
 

@@ -33,6 +33,20 @@ def layer_kind(model: nn.Module) -> dict[str, str]:
     return {name: "linear" if p.dim() == 2 else "conv" for name, p in prunable(model).items()}
 
 
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the k largest scores (-inf never chosen); ties go to the lower flat index. The k-th largest
+    value from topk, then everything above it and the lowest-index entries equal to it: no full sort."""
+    flat = scores.flatten()
+    out = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    k = min(k, int(torch.isfinite(flat).sum()))
+    if k > 0:
+        threshold = torch.topk(flat, k, sorted=False).values.min()
+        out = flat > threshold
+        ties = (flat == threshold).nonzero().flatten()[: k - int(out.sum())]
+        out[ties] = True
+    return out.view_as(scores)
+
+
 class Mask:
     """name -> bool tensor of the weight's shape; True = the weight survives."""
 

@@ -22,7 +22,8 @@ from .tables import study_table as _study_table  # noqa: F401  (tests/test_diver
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not a usage dump
-        self.exit(2, f"ticketlab: error: {message} (see ticketlab {self.prog.split()[-1]} --help)\n")
+        command = " ".join(self.prog.split()[1:])  # "" for `ticketlab` itself, else its subcommand
+        self.exit(2, f"ticketlab: error: {message} (see {' '.join(['ticketlab', command]).strip()} --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -34,7 +34,8 @@ from .pai import CHECKS, METHODS, method, pai_jobs
 from .early_bird import early_bird_jobs
 from .sparse import sparse_jobs
 from .plan import resolve
-from .registry import Experiment, Planned, check_densities, check_replicates, drive, register_experiment
+from .registry import (Experiment, Planned, check_densities, check_once, check_replicates, drive,
+                       register_experiment)
 
 MAX_LEVELS = 200
 EARLY_BIRD = "early-bird"
@@ -76,6 +77,7 @@ def _validate(plan: ComparePlan) -> None:
         if name not in ("imp", EARLY_BIRD) and name not in DYNAMIC:
             method(name)
     check_densities(list(plan.densities))
+    check_once(list(plan.methods), "methods")
     check_replicates(plan.replicates)
 
 

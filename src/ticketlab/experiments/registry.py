@@ -164,7 +164,16 @@ def check_replicates(replicates: int) -> None:
         raise TicketlabError(f"replicates must be at least 1, got {replicates}")
 
 
-def check_densities(densities: list[float]) -> None:
+def check_densities(densities: list[float], what: str = "densities") -> None:
+    """Each in (0, 1), each once (a density given twice would count one job as two replicates)."""
     for d in densities:
         if not 0 < d < 1:
-            raise TicketlabError(f"densities must be in (0, 1), got {d}")
+            raise TicketlabError(f"{what} must be in (0, 1), got {d}")
+    check_once(densities, what)
+
+
+def check_once(values: list[Any], what: str) -> None:
+    twice = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if twice:
+        raise TicketlabError(f"{what}: {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in twice)} "
+                             "given twice (each is one job per seed)")

@@ -35,7 +35,7 @@ from ..training.supermask import (StrongSpec, evaluate_fixed, kept_count, large_
 from .job import ACCURACIES, DIVERGED, require_healthy
 from .lottery import level_jobs
 from .plan import Replicate, dense_experiment, method_experiment, relative, resolve
-from .registry import Experiment, Planned, check_replicates, drive, register_experiment
+from .registry import Experiment, Planned, check_once, check_replicates, drive, register_experiment
 
 
 # Each method's own recipe, layered between the model's preset and the user's settings (`ticketlab strong`):
@@ -173,6 +173,7 @@ def _validate(plan: StrongPlan) -> None:
     if not plan.ks:
         raise TicketlabError("strong needs at least one k (the fraction of weights kept)")
     check_replicates(plan.replicates)
+    check_once(list(plan.ks), "k")
     for spec in plan.specs():
         spec.check()
 

@@ -124,7 +124,8 @@ def sweep_figure(rows: list[dict[str, Any]], dense: dict[str, Any] | None, thres
     right.set_ylabel("final test accuracy (%)")
     right.set_title("Accuracy of the subnetwork trained from k", fontsize="medium")
     right.grid(True, alpha=0.3)
-    right.legend(fontsize="small")
+    if right.get_legend_handles_labels()[1]:  # no accuracy and no dense run (analyses only): no legend to draw
+        right.legend(fontsize="small")
     fig.suptitle(f"Sparse stability sweep (filled: stable / matching)\n{experiment}", fontsize="medium")
     return _save(fig, out_dir, "stability_sweep", experiment)
 

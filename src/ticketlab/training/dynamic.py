@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import TicketlabError
-from ..masks import Mask, MaskApplier, prunable
+from ..masks import Mask, MaskApplier, prunable, top_k as top
 from ..seeds import derive_seed
 from .cost import forward_flops, uses_per_example
 from .policy import StaticMask, register_policy
@@ -109,20 +109,6 @@ def drop_count(spec: DynamicSpec, fraction: float, active: int, size: int) -> in
     keep = np.rint(np.float32(size) * (np.float32(1) - (np.float32(1) - density * (np.float32(1) -
                                                                                    np.float32(fraction)))))
     return max(0, active - int(keep))
-
-
-def top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the k largest scores (-inf never chosen); ties go to the lower flat index. The k-th largest
-    value from topk, then everything above it and the lowest-index entries equal to it: no full sort."""
-    flat = scores.flatten()
-    out = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    k = min(k, int(torch.isfinite(flat).sum()))
-    if k > 0:
-        threshold = torch.topk(flat, k, sorted=False).values.min()
-        out = flat > threshold
-        ties = (flat == threshold).nonzero().flatten()[: k - int(out.sum())]
-        out[ties] = True
-    return out.view_as(scores)
 
 
 def draw_dormant(active: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..masks import Mask, prunable
-from .dynamic import top
+from ..masks import Mask, prunable, top_k
 from .policy import MaskPolicy
 
 KEEP = 5  # masks compared (the paper's epoch_keep)
@@ -37,7 +36,7 @@ def magnitude_mask(model: nn.Module, density: float) -> Mask:
     """The global magnitude mask keeping round(density * all prunable weights)."""
     params = prunable(model)
     flat = torch.cat([p.detach().abs().flatten() for p in params.values()])
-    keep = top(flat, round(density * flat.numel()))
+    keep = top_k(flat, round(density * flat.numel()))
     out, at = {}, 0
     for name, p in params.items():
         out[name] = keep[at:at + p.numel()].view_as(p).cpu()

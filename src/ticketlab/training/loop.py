@@ -10,8 +10,8 @@ metrics so far. Killed at any moment and resumed, it ends bit-identical to an un
 
 A run that diverges stops with `Diverged`: a training loss that is not finite (NaN or inf; the losses of
 the steps since the last evaluation are kept as tensors and checked at each evaluation point and at the end,
-so the check adds no device synchronisation per step), or weights, buffers or an evaluation loss that are
-not finite at an evaluation point. Nothing computed from such weights is returned, evaluated or
+so the check adds no device synchronisation per step), weights, buffers or an evaluation loss that are not
+finite at an evaluation point, or an evaluation loss over EXPLODED (100) times the run's first one. Nothing computed from such weights is returned, evaluated or
 checkpointed.
 """
 
@@ -102,13 +102,27 @@ class _LossLog:
                 for r in bad.any(0).nonzero().flatten().tolist()}
 
 
-def _row_problem(row: dict[str, float | None], step: int, data: DataSplits) -> tuple[int, str] | None:
-    """An evaluation loss that is not finite (on a split that has examples) is divergence too. Emptiness is
-    read from the data, not from a NaN accuracy: a regression task has no accuracy on any split."""
+EXPLODED = 100.0  # an evaluation loss this many times the run's first one: diverged, though still finite
+
+
+def _row_problem(row: dict[str, float | None], step: int, data: DataSplits,
+                 evals: list[dict[str, float]]) -> tuple[int, str] | None:
+    """An evaluation loss that is not finite (on a split that has examples) is divergence too, and so is one
+    that exploded: over EXPLODED times the same split's loss at the run's first evaluation (a network at
+    chance has a cross-entropy near log(classes); training that multiplies it a hundredfold has gone wrong,
+    NaN or not). Emptiness is read from the data, not from a NaN accuracy: a regression task has no accuracy
+    on any split."""
     for split, examples in (("val", len(data.val_x)), ("test", len(data.test_x))):
         loss = row[f"{split}_loss"]
-        if loss is not None and examples and not math.isfinite(loss):
-            return step, f"{'validation' if split == 'val' else 'test'} loss is not finite"
+        name = "validation" if split == "val" else "test"
+        if loss is None or not examples:
+            continue
+        if not math.isfinite(loss):
+            return step, f"{name} loss is not finite"
+        first = evals[0].get(f"{split}_loss") if evals else None
+        if first is not None and first > 0 and loss > EXPLODED * first:
+            return step, (f"{name} loss exploded: {loss:.4g}, over {EXPLODED:g} times its {first:.4g} at step "
+                          f"{evals[0]['step']}")
     return None
 
 
@@ -177,7 +191,7 @@ def run_loop(t: Trainee, data: DataSplits, hp: TrainingHparams, step: int, evals
                 else []
             keep = []
             for r, i in enumerate(alive):
-                why = bad.get(r) or _row_problem(rows[r], step, data)
+                why = bad.get(r) or _row_problem(rows[r], step, data, evals[i])
                 if why is not None:
                     results[i] = Diverged(why[0], why[1], evals[i])
                     continue

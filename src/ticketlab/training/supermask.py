@@ -38,7 +38,7 @@ from torch.func import functional_call
 from ..config import TrainingHparams
 from ..data import DataSplits
 from ..errors import TicketlabError
-from ..masks import Mask, prunable
+from ..masks import Mask, prunable, top_k
 from ..seeds import derive_seed
 from .evaluate import evaluate
 from .loop import Checkpointing, Hooks, TrainResult, _result, train
@@ -62,6 +62,9 @@ class StrongSpec:
             raise TicketlabError(f"k (the fraction of weights kept) must be in (0, 1], got {self.k}")
         if self.weights not in WEIGHTS:
             raise TicketlabError(f"unknown frozen-weight init {self.weights!r}; choose from: {', '.join(WEIGHTS)}")
+        if self.scale_fan and self.weights != "signed_constant":
+            raise TicketlabError("--scale-fan scales the signed-constant weights: it needs --weights signed_constant "
+                                 f"(got --weights {self.weights})")
 
 
 def kept_count(n: int, k: float) -> int:
@@ -72,11 +75,7 @@ def kept_count(n: int, k: float) -> int:
 def topk_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
     """0/1 tensor (scores' dtype) with 1 at the `keep` largest scores; equal scores: the lower flat index first
     (a stable descending sort), so the mask is a function of the values alone."""
-    flat = scores.detach().flatten()
-    order = torch.sort(flat, descending=True, stable=True).indices[:keep]
-    mask = torch.zeros_like(flat)
-    mask[order] = 1
-    return mask.view_as(scores)
+    return top_k(scores.detach(), keep).to(scores.dtype)  # the picks of a stable sort, without one
 
 
 def fan_in(weight: torch.Tensor) -> int:
