@@ -252,7 +252,7 @@ def test_the_report_counts_the_diverged_replicate_apart(three_replicates, tmp_pa
 
 
 def test_the_study_table_shows_the_count(three_replicates):
-    from ticketlab.cli import _study_table
+    from ticketlab.report.tables import study_table as _study_table
 
     _, exp, _ = three_replicates
     table = _study_table(aggregate(collect([exp])))

@@ -142,3 +142,21 @@ def test_every_built_in_kind_is_registered_and_a_name_is_taken_once():
         register_experiment(dataclasses.replace(NORMS, help="another"))
     with pytest.raises(TypeError, match="norms takes a NormsPlan"):
         drive(NORMS, small_config(), root="unused")
+
+
+def test_a_built_in_kind_prints_through_its_experiment_as_the_command_does(tmp_path, capsys):
+    """`ticketlab lottery` prints LOTTERY.table(result): the library gives the same text for the same words."""
+    from ticketlab import build_config
+    from ticketlab.experiments.study import LOTTERY, StudyPlan
+
+    flags = ["--dataset", "synthetic", "--val-size", "500", "--model", "mlp_32_16", "--train-steps", "40",
+             "--eval-every", "20", "--batch-size", "32", "--levels", "1", "--quiet", "--workers", "1"]
+    assert main(["lottery", *flags, "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    config = build_config({"kind": "lottery", "dataset": {"name": "synthetic", "val_size": 500},
+                           "model": {"name": "mlp_32_16"}, "lottery": {"levels": 1},
+                           "training": {"train_steps": 40, "eval_every": 20, "batch_size": 32}})
+    result = drive(LOTTERY, StudyPlan(config), root=tmp_path)
+    assert printed == LOTTERY.table(result) + "\n" and "run folder:" in printed
+    assert main(["lottery", *flags, "--out", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(LOTTERY.to_json(result)))

@@ -3,7 +3,7 @@
     flags.py       flags generated from the config dataclasses and specs (settings.setting), runtime flags
     runtime.py     the runtime flags as RunOptions and a Launch, checked once (the one place --device is read)
     lifecycle.py   SIGTERM like Ctrl-C, exit codes, an OSError as one line
-    tables.py      text tables
+    tables.py      a report's head and its files, printed
     study.py       lottery, train, stability, reproduce
     methods.py     compare, sweep, strong, plant, seek
     stored.py      report, export, verify
@@ -17,7 +17,6 @@ import sys
 
 from . import methods, registered, stored, study
 from .lifecycle import Terminated, run_command  # noqa: F401  (Terminated: this API)
-from .tables import study_table as _study_table  # noqa: F401  (tests/test_divergence.py imports it from here)
 
 
 class _Parser(argparse.ArgumentParser):

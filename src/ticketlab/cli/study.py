@@ -14,7 +14,7 @@ from ..data import DATASETS
 from ..errors import TicketlabError
 from .flags import add_run_flags, add_runtime_flags, config_layers
 from .runtime import check_replicates, launch_from_args
-from .tables import level_table, print_files, stability_table, study_table
+from .tables import print_files
 
 MAX_POINTS = 10_000  # stability --points
 
@@ -91,8 +91,7 @@ def _controls(args: argparse.Namespace) -> tuple:
 
 def run(args: argparse.Namespace) -> int:
     """lottery and train: one StudyPlan (or a ticket file's mask), its levels or aggregated table."""
-    from ..experiments.study import StudyPlan, run_study, train_ticket
-    from ..report.aggregate import aggregate, collect
+    from ..experiments.study import LOTTERY, TICKET, StudyPlan, run_study, train_ticket
 
     launch = launch_from_args(args)
     if getattr(args, "ticket_start", None) and not args.ticket:
@@ -113,23 +112,8 @@ def run(args: argparse.Namespace) -> int:
                               **keywords)
     else:
         result = run_study(plan, **keywords)
-    first = result.replicates[plan.seeds[0]]
-    run_dir = first["run_dir"]
-    keys = ("level", "density", "layer_density", "status", "diverged_at_step", "early_stop_step",
-            "early_stop_test_accuracy", "final_test_accuracy")
-    simple = plan.replicates == 1 and not plan.controls
-    table = None if simple else aggregate(collect([r["run_dir"] for r in result.replicates.values()]))
-    if args.json:
-        out: dict[str, Any] = {"run_dir": str(run_dir),
-                               "levels": [{k: s.get(k) for k in keys} for s in first["levels"]]}
-        if not simple:
-            out |= {"experiment_dir": str(result.experiment_dir), "table": table,
-                    "replicates": [{"seed": seed, "run_dir": str(r["run_dir"]), "levels": r["levels"],
-                                    "controls": r["controls"]} for seed, r in result.replicates.items()]}
-        print(json.dumps(out))
-    else:
-        print(level_table(first["levels"]) if simple else study_table(table))
-        print(f"run folder: {run_dir if simple else result.experiment_dir}")
+    experiment = TICKET if getattr(args, "ticket", None) else LOTTERY
+    print(json.dumps(experiment.to_json(result)) if args.json else experiment.table(result))
     warn_checks(result.replicates)
     return 0
 
@@ -154,7 +138,7 @@ def warn_checks(replicates: dict[int, dict[str, Any]]) -> None:
 
 
 def stability(args: argparse.Namespace) -> int:
-    from ..experiments.stability_sweep import stability_sweep
+    from ..experiments.stability_sweep import STABILITY, stability_sweep
 
     launch = launch_from_args(args)
     try:
@@ -170,15 +154,7 @@ def stability(args: argparse.Namespace) -> int:
     sweep = stability_sweep(config, steps, list(levels), replicates=args.replicates, points=args.points,
                             threshold=args.threshold, train_eval_size=args.train_eval_size,
                             recompute_bn=not args.no_bn_recompute, out=args.figure_dir, **launch.keywords())
-    results = sweep["results"]
-    if args.json:
-        print(json.dumps({"experiment_dir": str(sweep["experiment_dir"]), "results": results,
-                          "rows": sweep["rows"], "dense": sweep["dense_accuracy"]}))
-        return 0
-    print(stability_table(results))
-    print(sweep["files"]["md"].read_text(), end="")
-    print(f"run folder: {sweep['experiment_dir']}")
-    print(f"figure: {sweep['files']['png']}")
+    print(json.dumps(STABILITY.to_json(sweep)) if args.json else STABILITY.table(sweep))
     return 0
 
 

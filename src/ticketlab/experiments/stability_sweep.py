@@ -18,6 +18,7 @@ from ..errors import TicketlabError
 from ..jobs import Runtime
 from ..matching import lowest_matching
 from ..report.stability import sweep_figure, sweep_table
+from ..report.tables import stability_table
 from .stability import StabilitySpec
 from .registry import Experiment, Planned, drive, register_experiment
 from .study import LOTTERY, StudyPlan
@@ -79,10 +80,21 @@ def _read(plan: StabilitySweepPlan, planned: Planned, runtime: Runtime) -> dict[
             "files": files}
 
 
+def sweep_text(sweep: dict[str, Any]) -> str:
+    """Every analysis, the sweep's table, and where the folder and figure are (`ticketlab stability`)."""
+    return (f"{stability_table(sweep['results'])}\n{sweep['files']['md'].read_text()}"
+            f"run folder: {sweep['experiment_dir']}\nfigure: {sweep['files']['png']}")
+
+
+def sweep_json(sweep: dict[str, Any]) -> dict[str, Any]:
+    return {"experiment_dir": str(sweep["experiment_dir"]), "results": sweep["results"], "rows": sweep["rows"],
+            "dense": sweep["dense_accuracy"]}
+
+
 STABILITY = register_experiment(Experiment(
     "stability", "instability and matching over rewind steps k and IMP levels (Frankle et al. 2020)",
-    StabilitySweepPlan, _plan, _read, validate=_validate,
-    levels=lambda plan: LOTTERY.levels(plan.study()), command="stability"))
+    StabilitySweepPlan, _plan, _read, validate=_validate, levels=lambda plan: LOTTERY.levels(plan.study()),
+    table=sweep_text, to_json=sweep_json, command="stability"))
 
 
 def stability_sweep(config: RunConfig, steps: list[int], levels: list[int], *, replicates: int = 1,

@@ -15,6 +15,7 @@ from .. import store
 from ..config import RunConfig
 from ..data import DataSplits
 from ..jobs import Job, Progress, Runtime
+from ..report.tables import level_table, study_table
 from .controls import Control, control_jobs, parse_controls
 from .lottery import level_jobs
 from .plan import Replicate, resolve
@@ -58,6 +59,7 @@ class StudyPlan:
 class StudyResult:
     experiment_dir: Path  # the lottery experiment (or the dense one for kind "train")
     replicates: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> levels, controls, stability
+    single: bool = True  # one replicate and no controls: its levels are the result (else their aggregate)
 
 
 @dataclass
@@ -94,13 +96,46 @@ def _plan(plan: StudyPlan, runtime: Runtime) -> Planned:
 
 
 def _read(plan: StudyPlan, planned: Planned, runtime: Runtime) -> StudyResult:
-    return read_back(plan, planned.layout, planned.jobs, runtime.root)
+    result = read_back(plan, planned.layout, planned.jobs, runtime.root)
+    result.single = plan.replicates == 1 and not plan.controls
+    return result
+
+
+LEVEL_KEYS = ("level", "density", "layer_density", "status", "diverged_at_step", "early_stop_step",
+              "early_stop_test_accuracy", "final_test_accuracy")
+
+
+def study_json(result: StudyResult) -> dict[str, Any]:
+    """The first replicate's levels; with more replicates or controls, the aggregated table and every
+    replicate's summaries too (`ticketlab lottery --json`)."""
+    first = next(iter(result.replicates.values()))
+    out: dict[str, Any] = {"run_dir": str(first["run_dir"]),
+                           "levels": [{k: s.get(k) for k in LEVEL_KEYS} for s in first["levels"]]}
+    if not result.single:
+        out |= {"experiment_dir": str(result.experiment_dir), "table": aggregated(result),
+                "replicates": [{"seed": seed, "run_dir": str(r["run_dir"]), "levels": r["levels"],
+                                "controls": r["controls"]} for seed, r in result.replicates.items()]}
+    return out
+
+
+def study_text(result: StudyResult) -> str:
+    """The levels table (one replicate) or the aggregated one, and the folder (`ticketlab lottery`)."""
+    first = next(iter(result.replicates.values()))
+    if result.single:
+        return f"{level_table(first['levels'])}\nrun folder: {first['run_dir']}"
+    return f"{study_table(aggregated(result))}\nrun folder: {result.experiment_dir}"
+
+
+def aggregated(result: StudyResult) -> list[dict[str, Any]]:
+    from ..report.aggregate import aggregate, collect
+
+    return aggregate(collect([r["run_dir"] for r in result.replicates.values()]))
 
 
 LOTTERY = register_experiment(Experiment(
     "lottery", "IMP levels of a config (kind train: the dense run), with controls and stability analyses",
     StudyPlan, _plan, _read, validate=lambda plan: check_replicates(plan.replicates), levels=_levels,
-    command="lottery"))
+    table=study_text, to_json=study_json, command="lottery"))
 
 
 def run_study(plan: StudyPlan, *, workers: int = 1, data: DataSplits | None = None,
@@ -151,7 +186,7 @@ def _ticket_plan(plan: TicketPlan, runtime: Runtime) -> Planned:
 
 
 def _ticket_read(plan: TicketPlan, planned: Planned, runtime: Runtime) -> StudyResult:
-    result = StudyResult(planned.layout)
+    result = StudyResult(planned.layout, single=plan.replicates == 1)
     for job in planned.jobs:
         seed = job.params["config"].seed
         result.replicates[seed] = {"run_dir": runtime.path(job.folder).parent,
@@ -162,7 +197,7 @@ def _ticket_read(plan: TicketPlan, planned: Planned, runtime: Runtime) -> StudyR
 
 TICKET = register_experiment(Experiment(
     "ticket", "a ticket file's mask trained under a config's recipe", TicketPlan, _ticket_plan, _ticket_read,
-    validate=lambda plan: check_replicates(plan.replicates), command="train"))
+    validate=lambda plan: check_replicates(plan.replicates), table=study_text, to_json=study_json, command="train"))
 
 
 def train_ticket(config: RunConfig, path: str | Path, *, replicates: int = 1, start: str = "stored",
