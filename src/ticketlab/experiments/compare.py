@@ -26,7 +26,7 @@ from ..jobs import Job, Runtime
 from ..masks import Mask
 from ..pruning import ladder_density, layers_of
 from ..seeds import streams
-from ..training.cost import forward_flops, static_training_flops, uses_per_example
+from ..training.cost import dense_counts, training_flops, uses_per_example
 from ..training.dynamic import METHODS as DYNAMIC
 from .controls import Control, control_jobs
 from .lottery import level_jobs
@@ -110,10 +110,11 @@ def _plan(plan: ComparePlan, runtime: Runtime) -> Planned:
 def _read(plan: ComparePlan, planned: Planned, runtime: Runtime) -> Comparison:
     reps, imp_levels, folders, trained = planned.layout
     cost = Cost.of(plan.config, runtime)
-    rows = []
+    rows, dense = [], []
     for rep in reps:
         levels = [store.read_summary(runtime.path(rep.level(level))) for level in range(max(imp_levels.values(),
                                                                                          default=0) + 1)]
+        dense.append(levels[0])
         for d, level in imp_levels.items():
             ticket = runtime.path(rep.level(level))
             rows.append(_row("imp", d, levels[level], cost, levels[: level + 1]))  # every level it took
@@ -131,7 +132,6 @@ def _read(plan: ComparePlan, planned: Planned, runtime: Runtime) -> Comparison:
             imp = Mask.load(runtime.path(j.params["rep"].level(imp_levels[j.params["density"]])) / store.MASK)
             row["iou_with_imp"] = iou(Mask.load(runtime.path(j.folder) / store.MASK), imp)
         rows.append(row)
-    dense = [store.read_summary(runtime.path(rep.level(0))) for rep in reps]
     experiments = dict(folders)
     if reps[0].lottery:
         experiments["imp"] = runtime.path(reps[0].lottery).parent
@@ -161,15 +161,17 @@ class Cost:
         model = runtime.model(config, data, streams(config.seed)["init"])
         uses = uses_per_example(model, data.input_shape)
         steps, batch = config.training.train_steps, config.training.batch_size
-        return cls(uses, steps, batch, static_training_flops(uses, None, model, steps, batch))
+        return cls(uses, steps, batch, training_flops(uses, dense_counts(model), steps, batch))
 
     def of_run(self, summary: dict[str, Any]) -> int | None:
         if "train_flops" in summary:
             return int(summary["train_flops"])
+        if summary.get("status") == "collapsed":  # never trained
+            return 0
         counts = summary.get("layer_counts")
-        if counts is None or summary.get("status") == "collapsed":
-            return 0 if summary.get("status") == "collapsed" else None
-        return 3 * forward_flops(self.uses, counts) * (self.steps - int(summary.get("start_step", 0))) * self.batch_size
+        if counts is None:
+            return None
+        return training_flops(self.uses, counts, self.steps - int(summary.get("start_step", 0)), self.batch_size)
 
 
 COMPARE = register_experiment(Experiment(

@@ -18,7 +18,7 @@ from .. import store
 from ..config import RunConfig
 from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
-from ..training.cost import dense_counts, forward_flops, uses_per_example
+from ..training.cost import dense_counts, training_flops, uses_per_example
 from ..training.early_bird import EPSILON, KEEP, EarlyBirdFound, EarlyBirdSearch, magnitude_mask
 from ..training.loop import Checkpointing, Diverged, Hooks, train
 from .job import DIVERGED, require_healthy, run_training
@@ -76,8 +76,8 @@ def run_search(job: Job, rt: Runtime) -> None:
     store.finish_job(folder, {**head, "status": "ok", "found": found, "step": step, "epoch": step // per_epoch,
                               "largest_distances": policy.history, "density": mask.density(),
                               "layer_counts": mask.counts(),
-                              "train_flops": 3 * forward_flops(uses, dense_counts(model)) * step
-                              * config.training.batch_size,
+                              "train_flops": training_flops(uses, dense_counts(model), step,
+                                                            config.training.batch_size),
                               "train_seconds_this_session": time.perf_counter() - began})
     (folder / store.CHECKPOINT).unlink(missing_ok=True)
 

@@ -32,6 +32,7 @@ from ..doctor import examine
 from ..pruning import Budget
 from ..store import (CHECKPOINT, FINAL, INIT, MASK, METRICS, SUMMARY, finish_job, is_done, read_json, save_weights,
                      write_json)
+from ..training.cost import dense_counts, training_flops
 from ..training.dynamic import DynamicMask
 from ..training.loop import Checkpointing, Diverged, Hooks
 from ..training.population import trainer
@@ -83,7 +84,7 @@ def run_training(job: Path, *, model: nn.Module, data: DataSplits, training: Tra
         # trainer(): `train`, unless the population executor collects this run to train it with others
         result = trainer()(model, data, training, None if policy else mask, data_seed=data_seed,
                            start_step=start_step, checkpoint=Checkpointing(job / CHECKPOINT, checkpoint_every),
-                           hooks=hooks, **({"policy": policy} if policy else {}))
+                           hooks=hooks, policy=policy)
     except Diverged as d:
         # finished all the same (a rerun must not train it again), with no accuracy and no final weights
         print(f"{label} diverged at step {d.step}: {d.reason} (lr {training.lr:g} too high?)", file=sys.stderr)
@@ -101,7 +102,8 @@ def run_training(job: Path, *, model: nn.Module, data: DataSplits, training: Tra
         doctor = examine(model, mask, data.input_shape, budget)
         head = {**head, "start_density": head["density"], "density": mask.density(),
                 "layer_density": mask.layer_density(), "layer_counts": mask.counts(), "train_flops": policy.flops,
-                "dense_train_flops": 3 * policy.dense_f * policy.batch_size * (training.train_steps - start_step),
+                "dense_train_flops": training_flops(policy.uses, dense_counts(model), training.train_steps - start_step,
+                                                    policy.batch_size),
                 "mask_updates": policy.updates}
     save_weights(job / FINAL, model)
     write_json(job / METRICS, result.evals)

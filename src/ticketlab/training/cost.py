@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..masks import Mask, prunable
+from ..masks import prunable
 
 
 def uses_per_example(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
@@ -49,8 +49,7 @@ def dense_counts(model: nn.Module) -> dict[str, int]:
     return {name: p.numel() for name, p in prunable(model).items()}
 
 
-def static_training_flops(uses: dict[str, int], mask: Mask | None, model: nn.Module, steps: int,
-                          batch_size: int) -> int:
-    """A run with a fixed mask (None: dense) for `steps` steps of `batch_size` examples."""
-    counts = mask.counts() if mask is not None else dense_counts(model)
+def training_flops(uses: dict[str, int], counts: dict[str, int], steps: int, batch_size: int) -> int:
+    """`steps` steps of `batch_size` examples with `counts` active weights per layer throughout (a fixed mask;
+    dense_counts: a dense run): forward and backward, 3 f per example per step."""
     return 3 * forward_flops(uses, counts) * steps * batch_size

@@ -37,7 +37,7 @@ from torch import nn
 from ..errors import TicketlabError
 from ..masks import Mask, MaskApplier, prunable, top_k as top
 from ..seeds import derive_seed
-from .cost import forward_flops, uses_per_example
+from .cost import dense_counts, forward_flops, uses_per_example
 from .policy import StaticMask, register_policy
 
 SCHEDULES = ("cosine", "constant")
@@ -154,7 +154,7 @@ class DynamicMask(StaticMask):
         self.net = model
         self.params = prunable(model)
         self.uses = uses_per_example(model, self.input_shape)
-        self.dense_f = forward_flops(self.uses, {k: p.numel() for k, p in self.params.items()})
+        self.dense_f = forward_flops(self.uses, dense_counts(model))
         # DEEP R's fixed signs: the initial weights' (random, symmetric)
         self.signs = {k: self._sign(k, p.detach()) for k, p in self.params.items()} if self.spec.method == "deepr" \
             else {}
@@ -187,7 +187,7 @@ class DynamicMask(StaticMask):
 
     def after_step(self, step: int, net: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.applier.weights()
-        f = forward_flops(self.uses, self.counts)
+        f = self.forward_f  # of the mask this step trained with (recomputed only when the mask changes)
         self.flops += (2 * f + self.dense_f if self.skips_step(step) else 3 * f) * self.batch_size
         if self.updates_at(step):
             if self.spec.method == "deepr":
@@ -288,7 +288,7 @@ class DynamicMask(StaticMask):
     def _install(self, model: nn.Module) -> None:
         self.mask = Mask({k: v.to(self.params[k].device) for k, v in self.mask.tensors.items()})
         self.applier = MaskApplier(model, self.mask)
-        self.counts = self.mask.counts()
+        self.forward_f = forward_flops(self.uses, self.mask.counts())
 
     # ---- resume --------------------------------------------------------------------------------------------
 
