@@ -92,12 +92,6 @@ def register_experiment(experiment: Experiment) -> Experiment:
     return experiment
 
 
-def experiment_kind(name: str) -> Experiment:
-    if name not in EXPERIMENTS:
-        raise TicketlabError(f"unknown experiment kind {name!r}; choose from: {', '.join(sorted(EXPERIMENTS))}")
-    return EXPERIMENTS[name]
-
-
 def drive(experiment: Experiment, spec: Any, *, options: RunOptions | None = None, workers: int = 1,
           executor: str = "local", address: str | None = None, progress: Progress | None = None,
           data: DataSplits | None = None, **run_options: Any) -> Any:
