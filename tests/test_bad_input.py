@@ -419,10 +419,32 @@ def test_a_signal_stops_a_run_with_one_line_and_it_resumes(signum, code, name, t
     (["strong", *SMALL, "--k", "0.5,0.5"], "k: 0.5 given twice"),
     (["strong", *SMALL, "--k", "0.5", "--scale-fan"], "--scale-fan scales the signed-constant weights: it needs "
                                                        "--weights signed_constant (got --weights own)"),
-], ids=["densities", "methods", "k", "scale-fan without signed-constant weights"])
+    (["lottery", *SMALL, "--optimizer", "adam", "--momentum", "0.9"],
+     "--momentum (training.momentum = 0.9) has no effect here: it applies only with --optimizer sgd"),
+    (["lottery", *SMALL, "--retrain", "rewind", "--finetune-lr", "0.01"], "it applies only with --retrain finetune"),
+    (["lottery", *SMALL, "--retrain", "scratch", "--rewind-step", "5"],
+     "it applies only with --retrain rewind, lr_rewind or finetune"),
+    (["lottery", *SMALL, "--noise-type", "pairflip"], "it applies only with --label-noise > 0"),
+    (["lottery", *SMALL, "--gamma", "0.5"], "--gamma (training.gamma = 0.5) has no effect here"),
+    (["lottery", *SMALL, "--warmup-steps", "1000000"], "training.warmup_steps (1,000,000) must be below "
+                                                       "training.train_steps (20)"),
+    (["compare", *SMALL, "--methods", "imp", "--levels", "0", "--densities", "0.2"],
+     "--levels (lottery.levels) has no effect here: compare reads IMP at the level nearest each of --densities"),
+    (["stability", *SMALL, "--at-levels", "1", "--levels", "3"], "--at-levels names the levels trained"),
+    (["sweep", *SMALL, "--over", "model.width=1", "--width", "2"], "model.width is swept (--over) and also set"),
+    (["lottery", *SMALL, "--address", "127.0.0.1:1"], "--address is for the ray executor (use --executor ray)"),
+    (["lottery", *SMALL, "--executor", "ray", "--population", "4"], "the ray executor trains each job alone"),
+    (["lottery", *SMALL, "--population", "4", "--workers", "2"], "--workers 2 would be unused"),
+    (["lottery", *SMALL, "--executor", "ray", "--address", "127.0.0.1:1"],
+     "cannot connect to the Ray cluster at '127.0.0.1:1': nothing answered there"),
+], ids=["densities", "methods", "k", "scale-fan without signed-constant weights", "momentum with adam",
+        "finetune-lr with rewind", "rewind-step with scratch", "noise-type without noise", "gamma without milestones",
+        "warmup longer than training", "compare levels", "stability levels", "sweep over a given setting",
+        "address without ray", "population with ray", "population with workers", "ray address unreachable"])
 def test_a_value_given_twice_or_without_effect_is_refused(argv, message, tmp_path, capsys):
     root = tmp_path / "runs"
-    code, _, err = call(capsys, *argv, "--out", root, "--report-dir", tmp_path / "rep")
+    report = ["--report-dir", tmp_path / "rep"] if argv[0] in ("compare", "sweep", "strong") else []
+    code, _, err = call(capsys, *argv, "--out", root, *report)
     one_error(code, err, message)
     nothing_written(root)
 

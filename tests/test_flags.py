@@ -97,7 +97,7 @@ VALUES = {
                  "nesterov": True, "weight_decay": 1e-4, "milestones": ["1ep", "40"], "gamma": 0.5,
                  "warmup_steps": 10, "eval_every": 20, "test_every": 40, "loss": "mse"},
     "pruning": {"strategy": "global", "rate": 0.3, "conv_rate": 0.15, "output_rate": 0.1, "ignore": ["out.weight"]},
-    "lottery": {"levels": 3, "rewind_step": 5, "retrain": "lr_rewind", "finetune_lr": 0.01},
+    "lottery": {"levels": 3, "rewind_step": 5, "retrain": "finetune", "finetune_lr": 0.01},
 }
 FLAGS = {"dataset.name": "--dataset", "model.name": "--model", "pruning.rate": "--prune-rate"}
 
@@ -133,7 +133,7 @@ def test_toml_and_flags_give_the_same_config(tmp_path):
     assert from_flags.training.train_steps == 62 and from_flags.training.milestones == (31, 40)
     assert from_flags.training.nesterov is True and from_flags.pruning.ignore == ("out.weight",)
     assert (from_flags.seed, from_flags.dataset.augment, from_flags.model.width, from_flags.lottery.retrain) == \
-        (7, "flip_crop", 2.0, "lr_rewind")
+        (7, "flip_crop", 2.0, "finetune")
     for ff in setting_fields(RunConfig):
         path, s = ff.path, ff.setting
         if s.cli and path != ("seed",):  # every field given a value other than its default

@@ -43,7 +43,7 @@ def _checked_then_reached(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
     raise Reached
 
 
-def _report_checks_only(paths, out_dir, spread="minmax", title=None):  # noqa: ANN001, ANN202
+def _report_checks_only(paths, out_dir, spread="minmax", title=None, unread=None):  # noqa: ANN001, ANN202
     experiment_dirs(paths)
     ticketlab.report.html.check_report_dir(Path(out_dir))
     raise Reached
@@ -126,6 +126,53 @@ def test_fuzzed_flags_never_end_in_a_traceback(place, command, data):
                                                                         else [])
     out = data.draw(st.sampled_from(["runs", "a_file.txt", "a_file.txt/runs", "new/runs", "/proc/ticketlab"]))
     argv = [command, *BASE, *data.draw(flags(names)), "--out", out]
+    check(argv, *run_main(argv))
+
+
+COMMAND_FLAGS = {
+    "compare": ["--methods", "--densities", "--checks", "--levels", "--controls", "--executor", "--address",
+                "--population"],
+    "sweep": ["--over", "--tolerance", "--levels", "--width", "--population"],
+    "strong": ["--method", "--k", "--weights", "--scale-fan", "--width"],
+    "seek": ["--task", "--depth", "--planted-width", "--methods", "--densities", "--width"],
+    "reproduce": ["--budget", "--dataset", "--executor", "--population"],
+    "plant": ["--task", "--depth", "--width", "--seed"],
+    "verify": [],
+}
+CHOICES.update({"--methods": ["imp,snip", "rigl,set", "early-bird", "early-bird-channel", "deepr,gmp", "imp,imp", "x"],
+                "--checks": ["none", "shuffle", "reinit,invert", "bogus"], "--over": ["model.width=1,2", "x.y=1",
+                "lottery.levels=1", "training.lr=", "model.width=1,1"], "--method": ["edge-popup", "supermask",
+                "lfss", "x"], "--weights": ["own", "signed_constant", "x"], "--task": ["circle", "relu", "helix", "x"],
+                "--executor": ["local", "ray", "x"], "--population": ["auto", "off", "4", "0"],
+                "--address": ["127.0.0.1:1", "auto", "nohost"], "--budget": ["smoke", "quick", "paper", "x"],
+                "--dataset": CHOICES["--dataset"]})
+SWITCHES_OF = {"--scale-fan"}
+
+
+@st.composite
+def command_flags(draw, command: str) -> list[str]:  # noqa: ANN001
+    out: list[str] = []
+    own = COMMAND_FLAGS[command] + (RUN_FLAGS[:8] if command not in ("plant", "verify") else [])
+    for name in draw(st.lists(st.sampled_from(own), max_size=5)) if own else []:
+        if name in SWITCHES_OF:
+            out.append(name)
+            continue
+        value = draw(st.one_of(VALUE, st.sampled_from(CHOICES[name])) if name in CHOICES else VALUE)
+        out += [f"{name}={value}"] if draw(st.booleans()) else [name, value]
+    return out + draw(st.lists(st.sampled_from(SWITCHES), max_size=2))
+
+
+@settings(FUZZ, max_examples=200)
+@given(command=st.sampled_from(sorted(COMMAND_FLAGS)), data=st.data())
+def test_every_other_commands_fuzzed_flags_never_end_in_a_traceback(place, command, data):
+    work, root, experiment = place
+    base = {"seek": BASE[4:], "reproduce": ["--quiet"], "plant": [], "verify": []}.get(command, BASE)
+    positional = {"reproduce": [data.draw(st.sampled_from(["lth-lenet", "x", ""]))],
+                  "verify": [data.draw(st.sampled_from([str(root), str(experiment), "a_file.txt", "nowhere", "."]))]}
+    argv = [command, *positional.get(command, []), *base, *data.draw(command_flags(command))]
+    argv += ["--out", "runs"] if command != "verify" else []
+    if command in ("compare", "sweep", "strong", "seek", "reproduce"):
+        argv += ["--report-dir", data.draw(st.sampled_from(["rep", "runs/rep", "a_file.txt"]))]
     check(argv, *run_main(argv))
 
 

@@ -94,8 +94,9 @@ def test_global_pruning_and_a_user_module(tmp_path, synthetic):
 
 @pytest.mark.parametrize("mode", ["rewind", "lr_rewind", "finetune", "scratch"])
 def test_each_retraining_mode_starts_from_the_weights_and_lr_it_promises(tmp_path, synthetic, mode):
+    rewind = {} if mode == "scratch" else {"rewind_step": 50}  # scratch has no k: --rewind-step is refused there
     config = small_config(training={"milestones": [100], "gamma": 0.1}, lottery={"levels": 1, "retrain": mode,
-                                                                              "rewind_step": 50})
+                                                                              **rewind})
     result = run_lottery(config, data=synthetic, root=tmp_path)
     job = result.run_dir / "level_1"
     mask, init = Mask.load(job / "mask.safetensors"), load_weights(job / "init.safetensors")

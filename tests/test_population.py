@@ -180,16 +180,21 @@ def test_killed_population_resumes_bit_identically(synthetic, tmp_path):
 
 
 def _tree(root: Path) -> dict[str, dict]:
-    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in root.rglob("summary.json")}
+    return {_unhashed(p.relative_to(root)): json.loads(p.read_text()) for p in root.rglob("summary.json")}
 
 
-def test_grouping_executor_folders_equal_the_serial_executors(synthetic, tmp_path):
+def _unhashed(path: Path) -> str:
+    """A store path with its experiment folder's hash left out (kind_<hash>/seed_0/... -> kind/seed_0/...)."""
+    return "/".join([path.parts[0].rsplit("_", 1)[0], *path.parts[1:]])
+
+
+def test_grouping_executor_folders_mirror_the_serial_executors_under_their_own_identity(synthetic, tmp_path):
     config = small_config(training={"train_steps": 60, "eval_every": 20}, lottery={"levels": 1})
     plan = StudyPlan(config, replicates=2, controls=tuple(parse_controls("random_prune")))
     run_study(plan, root=tmp_path / "serial", data=synthetic, population="off")
     run_study(plan, root=tmp_path / "pop", data=synthetic, population=8)
-    files = {str(p.relative_to(tmp_path / "serial")) for p in (tmp_path / "serial").rglob("*") if p.is_file()}
-    assert files == {str(p.relative_to(tmp_path / "pop")) for p in (tmp_path / "pop").rglob("*") if p.is_file()}
+    files = {_unhashed(p.relative_to(tmp_path / "serial")) for p in (tmp_path / "serial").rglob("*") if p.is_file()}
+    assert files == {_unhashed(p.relative_to(tmp_path / "pop")) for p in (tmp_path / "pop").rglob("*") if p.is_file()}
     serial, pop = _tree(tmp_path / "serial"), _tree(tmp_path / "pop")
     assert len(serial) == 6  # 2 dense, 2 level 1, 2 controls
     for key, s in serial.items():
@@ -198,9 +203,24 @@ def test_grouping_executor_folders_equal_the_serial_executors(synthetic, tmp_pat
         assert p["early_stop_step"] == s["early_stop_step"]
         assert p["final_test_accuracy"] == pytest.approx(s["final_test_accuracy"], abs=3e-3)
         assert set(p["files"]) == set(s["files"])
+    # populations change the last bits, so they are part of the identity: no folder is shared with separate runs
+    serial_dirs = {d.name for d in (tmp_path / "serial").iterdir() if d.is_dir()}
+    pop_dirs = {d.name for d in (tmp_path / "pop").iterdir() if d.is_dir()}
+    assert serial_dirs and not serial_dirs & pop_dirs
+    (train,) = [d for d in (tmp_path / "pop").iterdir() if d.name.startswith("train_")]
+    assert json.loads((train / "config.json").read_text())["identity"]["numerics"]["population"] == 8
     # a rerun reads every job back: nothing trains again
     again = run_study(plan, root=tmp_path / "pop", data=synthetic, population=8)
     assert again.replicates[0]["levels"][1] == pop[next(k for k in pop if "level_1/summary" in k and "seed_0" in k)]
+
+
+def test_separate_runs_never_read_back_a_populations_results(synthetic, tmp_path, capsys):
+    config = small_config(training={"train_steps": 40, "eval_every": 20}, lottery={"levels": 0})
+    plan = StudyPlan(config, replicates=2)
+    grouped = run_study(plan, root=tmp_path, data=synthetic, population=8)
+    assert "population of 2" in capsys.readouterr().err
+    alone = run_study(plan, root=tmp_path, data=synthetic, population="off")  # trains again, in other folders
+    assert grouped.replicates[0]["run_dir"] != alone.replicates[0]["run_dir"]
 
 
 def test_grouping_key_separates_recipes_and_architectures(synthetic, tmp_path):

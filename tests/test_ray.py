@@ -200,3 +200,17 @@ def test_a_study_runs_on_an_existing_cluster_given_its_address(tmp_path):
             head.kill()
             head.wait()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_an_address_where_nothing_listens_is_one_line_within_the_stated_time():
+    from ticketlab.executors.ray import check_reachable
+
+    port = _free_port()  # nothing listens there
+    began = time.perf_counter()
+    with pytest.raises(TicketlabError, match=rf"cannot connect to the Ray cluster at '127.0.0.1:{port}': nothing "
+                                             r"answered there \(.*; waited at most 2 s\)"):
+        check_reachable(f"127.0.0.1:{port}", timeout=2)
+    assert time.perf_counter() - began < 4
+    with pytest.raises(TicketlabError, match="HOST:PORT"):
+        check_reachable("no-port-here")
+    check_reachable("auto")  # Ray finds it from its own files

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,14 @@ HASH = "0123456789abcdef"
 
 @pytest.fixture
 def job(tmp_path):
-    """A finished level of a lottery experiment: lottery_<hash>/seed_0/level_1 with metrics.json."""
+    """A finished level of a lottery experiment: lottery_<hash>/seed_0/level_1 with metrics.json (and the level 0
+    it builds on: a level missing below it is a problem of its own)."""
     experiment = store.experiment_dir(tmp_path, "lottery", HASH)
     store.write_json(experiment / store.CONFIG, {"kind": "lottery", "hash": HASH, "config": {}})
-    folder = store.level_dir(store.seed_dir(experiment, 0), 1)
-    store.write_json(folder / store.METRICS, [{"step": 0, "test_accuracy": 0.5}])
-    store.finish_job(folder, {"level": 1, "density": 0.8, "status": "ok"})
+    for level in (0, 1):
+        folder = store.level_dir(store.seed_dir(experiment, 0), level)
+        store.write_json(folder / store.METRICS, [{"step": 0, "test_accuracy": 0.5}])
+        store.finish_job(folder, {"level": level, "density": 0.8 ** level, "status": "ok"})
     return folder
 
 
@@ -154,6 +157,7 @@ def test_a_config_without_a_hash_is_written_again(tmp_path, capfd):
 
 def test_a_report_of_an_old_summary_of_another_shape_names_the_file(job):
     store.write_json(job / store.SUMMARY, {"variant": "ticket"})  # no hashes: accepted as an old summary
+    shutil.rmtree(job.parent / "level_0")  # read first otherwise
     with pytest.raises(TicketlabError, match=f"^{job / store.SUMMARY} has no 'level'"):
         collect([job.parent.parent])
 

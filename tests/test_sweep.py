@@ -136,7 +136,8 @@ def test_cli_sweep_end_to_end_and_bad_input(tmp_path):
 def test_durations_in_epochs_are_resolved_for_each_point(tmp_path):
     layers = {"dataset": {"name": "synthetic", "val_size": 500}, "model": {"name": "mlp_16"},
               "training": {"train_steps": "2ep", "eval_every": "1ep", "batch_size": 50}}
-    sweep = plan_sweep(layers, {"dataset.subsample": ["100", "1000"], "training.batch_size": ["50", "100"]})
+    swept = {**layers, "training": {k: v for k, v in layers["training"].items() if k != "batch_size"}}
+    sweep = plan_sweep(swept, {"dataset.subsample": ["100", "1000"], "training.batch_size": ["50", "100"]})
     got = {(p["dataset.subsample"], p["training.batch_size"]): (sweep.config(p).training.train_steps,
                                                                  sweep.config(p).training.eval_every)
            for p in sweep.points}
@@ -185,7 +186,7 @@ def test_a_diverged_level_leaves_a_report_with_the_rest_and_not_run_rows(tmp_pat
 
 def test_cli_sweep_writes_its_report_then_fails_in_one_line_when_levels_were_not_run(tmp_path):
     out = run_cli("sweep", "--dataset", "synthetic", "--val-size", "500", "--model", "mlp_16", "--subsample", "200",
-                  "--batch-size", "50", "--train-steps", "20", "--eval-every", "10", "--optimizer", "sgd", "--lr",
+                  "--batch-size", "50", "--train-steps", "20", "--eval-every", "10", "--lr",
                   "0.05", "--retrain", "finetune", "--finetune-lr", "1e6", "--levels", "2", "--quiet",
                   "--over", "training.optimizer=sgd", "--out", str(tmp_path / "runs"),
                   "--report-dir", str(tmp_path / "rep"), timeout=120)

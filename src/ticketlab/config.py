@@ -24,6 +24,7 @@ from .settings import registry, setting, setting_of
 RETRAIN_MODES = ("rewind", "lr_rewind", "finetune", "scratch")
 AUGMENTS = ("none", "flip_crop")  # dataset.augment (data/augment.py)
 NOISE_TYPES = ("symmetric", "pairflip", "asymmetric")  # dataset.noise_type (data/noise.py)
+NOISY = ("with --label-noise > 0", lambda c: c.dataset.label_noise > 0)  # where noise_type and noise_seed act
 OPTIMIZERS = ("adam", "sgd")  # training.optimizer (training/optim.py)
 LOSSES = ("cross_entropy", "mse")  # training.loss
 # The registries sit above this module: named here, read when a help text is built (settings.registry).
@@ -48,8 +49,8 @@ class DatasetHparams:
     label_noise: float = setting(0.0, "fraction of training labels changed (exactly round(p n); validation and "
                                       "test labels never)")
     noise_type: str = setting("symmetric", "symmetric: a random other class; pairflip: c -> c+1; asymmetric: "
-                                           "confusable classes", choices=NOISE_TYPES)
-    noise_seed: int = setting(0, "which labels change (the same for every replicate)")
+                                           "confusable classes", choices=NOISE_TYPES, applies=NOISY)
+    noise_seed: int = setting(0, "which labels change (the same for every replicate)", applies=NOISY)
     # On whole tensors, a function of (data seed, step), so a resumed run is bit-identical.
     augment: str = setting("none", "augmentation of each training batch: none, or flip_crop (random horizontal "
                                    "flip and 4-pixel pad-and-crop)", choices=AUGMENTS, preset=True)
@@ -72,12 +73,14 @@ class TrainingHparams:
     lr: float = setting(1.2e-3, "learning rate", preset=True)
     batch_size: int = setting(60, "examples per optimizer step", preset=True)
     train_steps: int = setting(50_000, "steps per level: 50000, 50000it, 20ep, 1ep10it", steps=True, preset=True)
-    momentum: float = setting(0.0, "SGD momentum", preset=True)
+    momentum: float = setting(0.0, "SGD momentum", preset=True,
+                              applies=("with --optimizer sgd", lambda c: c.training.optimizer == "sgd"))
     nesterov: bool = setting(False, "Nesterov momentum (sgd with momentum > 0)")
     weight_decay: float = setting(0.0, "L2 weight decay", preset=True)
     milestones: tuple[int, ...] = setting((), "comma list of steps at which the LR is multiplied by --gamma "
                                               "(e.g. 80ep,120ep)", steps=True, preset=True)
-    gamma: float = setting(0.1, "the LR factor at each milestone", preset=True)
+    gamma: float = setting(0.1, "the LR factor at each milestone", preset=True,
+                           applies=("with --milestones", lambda c: bool(c.training.milestones)))
     warmup_steps: int = setting(0, "linear LR warm-up from 0 to lr over this many steps", steps=True)
     eval_every: int = setting(100, "steps between evaluations (validation loss: the early-stopping criterion)",
                               steps=True, preset=True)
@@ -109,13 +112,16 @@ class PruningHparams:
 class LotteryHparams:
     levels: int = setting(0, "pruning rounds after the dense level 0")
     rewind_step: int = setting(0, "rewind survivors to this step of the dense run (0: the LTH reset to "
-                                  "initialisation; k > 0: late rewinding)", steps=True)
+                                  "initialisation; k > 0: late rewinding)", steps=True,
+                               applies=("with --retrain rewind, lr_rewind or finetune",
+                                        lambda c: c.lottery.retrain != "scratch"))
     retrain: str = setting("rewind", "how pruned levels retrain (Renda et al. 2020): rewind the survivors to "
                                      "step k's weights and train from k (the LTH); lr_rewind: keep the trained "
                                      "weights, replay the schedule from k; finetune: keep them, train T - k steps "
                                      "at --finetune-lr; scratch: fresh random weights, the whole schedule",
                            choices=RETRAIN_MODES)
-    finetune_lr: float | None = setting(None, "LR of --retrain finetune (unset: the schedule's last)")
+    finetune_lr: float | None = setting(None, "LR of --retrain finetune (unset: the schedule's last)",
+                                        applies=("with --retrain finetune", lambda c: c.lottery.retrain == "finetune"))
 
 
 @dataclass(frozen=True)
@@ -322,6 +328,9 @@ def validate(c: RunConfig) -> None:
         (t.batch_size >= 1, lambda: f"training.batch_size must be >= 1, got {t.batch_size}"),
         (t.train_steps >= 1, lambda: f"training.train_steps must be >= 1, got {t.train_steps}"),
         (t.eval_every >= 1, lambda: f"training.eval_every must be >= 1, got {t.eval_every}"),
+        (t.warmup_steps < t.train_steps, lambda: f"training.warmup_steps ({t.warmup_steps:,}) must be below "
+                                                 f"training.train_steps ({t.train_steps:,}): the LR would never "
+                                                 "reach training.lr"),
         (t.test_every >= 0, lambda: f"training.test_every must be >= 0, got {t.test_every}"),
         (t.eval_every < 1 or t.test_every % t.eval_every == 0,  # eval_every < 1 is said just above
          lambda: f"training.test_every ({t.test_every}) must be 0 or a multiple of eval_every ({t.eval_every})"),

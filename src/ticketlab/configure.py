@@ -10,6 +10,7 @@ draws its batches, with every value as it stands after the preset and the overri
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -22,6 +23,7 @@ from .errors import TicketlabError
 from .models import construct, find_model, preset_for
 from .pruning import ALLOCATIONS, layer_rates, layers_of, round_half_up
 from .seeds import check_seed
+from .settings import flag_name, setting_of
 
 
 def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None) -> RunConfig:
@@ -45,6 +47,28 @@ def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None) 
     else:
         config = config_from_layers(layers, steps_per_epoch)
     check_strategy(config.pruning.strategy)
+    return check_applies(config, overrides)
+
+
+SECTIONS = ("dataset", "model", "training", "pruning", "lottery")
+
+
+def check_applies(config: RunConfig, given: dict[str, Any]) -> RunConfig:
+    """The one rule for settings that act only with another (settings.Setting.applies): a value `given` by
+    the user where it has no effect is refused in one line; one a model's preset set is put back to its
+    default, so that it never makes a new folder for the same results."""
+    for section in SECTIONS:
+        values, reset = getattr(config, section), {}
+        for f in dataclasses.fields(values):
+            rule = setting_of(f).applies if setting_of(f) else None
+            if rule is None or getattr(values, f.name) == f.default or rule[1](config):
+                continue
+            if f.name in (given.get(section) or {}):
+                raise TicketlabError(f"--{flag_name(f)} ({section}.{f.name} = {getattr(values, f.name)!r}) has no "
+                                     f"effect here: it applies only {rule[0]}")
+            reset[f.name] = f.default
+        if reset:
+            config = dataclasses.replace(config, **{section: dataclasses.replace(values, **reset)})
     return config
 
 

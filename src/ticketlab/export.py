@@ -28,8 +28,8 @@ from .masks import Mask
 from .models import build_model
 from .models.mlp import MLP
 from .sparse import SparseLinear, SparseMLP, choose_layers, load_sparse_mlp, sparse_mlp, sparsify, swap
-from .store import (CONFIG, FINAL, INIT, MASK, atomic_write, finished_levels, is_done, level_dir, load_weights,
-                    read_json, read_summary, seed_of, store_part, write_safetensors)
+from .store import (CONFIG, FINAL, INIT, MASK, atomic_write, finished_levels, job_problems, level_dir, load_weights,
+                    read_config, read_summary, seed_of, store_part, write_safetensors)
 
 FORMATS = {"safetensors": ".safetensors", "dense": ".dense.safetensors", "torch-prune": ".pt",
            "sparse": ".sparse.safetensors"}
@@ -76,14 +76,18 @@ def export_ticket(run_dir: Path | str, level: int, fmt: str, out: Path | str, *,
 def _read_level(run_dir: Path, level: int) -> dict[str, Any]:
     """Mask (bool), init, final, and the metadata every format carries, of one finished level."""
     job = level_dir(run_dir, level)
-    if not is_done(job):
+    problems = job_problems(job)  # read only: the store is never changed by an export
+    if problems:
+        raise TicketlabError(f"level {level} of {run_dir} is damaged ({'; '.join(problems)}): rerun the command "
+                             "that made it to recompute it")
+    if problems is None:
         done = finished_levels(run_dir)
         raise TicketlabError(f"level {level} of {run_dir} is missing or unfinished "
                              f"(finished levels: {', '.join(map(str, done)) or 'none'})")
     experiment_file = run_dir.parent / CONFIG
     if not experiment_file.is_file():
         raise TicketlabError(f"{run_dir} is not a seed folder of a run store: {experiment_file} is missing")
-    experiment, mask = read_json(experiment_file), Mask.load(job / MASK)
+    experiment, mask = read_config(run_dir.parent), Mask.load(job / MASK)
     summary = read_summary(job)
     if summary.get("status", "ok") != "ok":
         raise TicketlabError(f"level {level} of {run_dir} {summary['status']}"

@@ -52,11 +52,12 @@ def model_signature(model: nn.Module) -> dict[str, Any]:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "tensors": digest(tensors)}
 
 
-def numerics(device: torch.device, threads: int) -> dict[str, Any]:
-    """The device kind (and GPU model) and, on a CPU, the thread count: both change a result's last bits."""
-    if device.type == "cuda":
-        return {"device": f"cuda:{torch.cuda.get_device_name(device)}"}
-    return {"device": device.type, "threads": threads}
+def numerics(device: torch.device, threads: int, population: str | int | None = None) -> dict[str, Any]:
+    """The device kind (and GPU model), on a CPU the thread count, and the population setting when networks
+    train as populations (executors/population.py; None: each alone): each changes a result's last bits."""
+    out = {"device": f"cuda:{torch.cuda.get_device_name(device)}"} if device.type == "cuda" else \
+        {"device": device.type, "threads": threads}
+    return out if population is None else {**out, "population": population}
 
 
 def dense_identity(config: RunConfig, data_fingerprint: str, model: dict[str, Any],

@@ -107,9 +107,15 @@ class MaskApplier:
     """The hot-path form of a mask: float masks of the layers that are not dense, on the model's device,
     applied with one fused `foreach` multiply per call."""
 
-    def __init__(self, model: nn.Module, mask: Mask):
-        mask.check_matches(model)
-        params = prunable(model)
+    def __init__(self, model: nn.Module, mask: Mask, params: dict[str, nn.Parameter] | None = None):
+        """`params`: the tensors the mask's names stand for (default: the model's prunable weights, which the
+        mask must cover exactly); e.g. batch-norm scales and shifts for a channel mask."""
+        if params is None:
+            mask.check_matches(model)
+            params = prunable(model)
+        for k, p in params.items():
+            if p.shape != mask[k].shape:
+                raise TicketlabError(f"mask for {k} has shape {tuple(mask[k].shape)}, tensor {tuple(p.shape)}")
         sparse = [k for k in params if not bool(mask[k].all())]
         self.params = [params[k] for k in sparse]
         self.masks = [mask[k].to(device=params[k].device, dtype=params[k].dtype) for k in sparse]

@@ -14,6 +14,9 @@ made, after every registration: `choices=lambda: sorted(MODELS)`. A module below
 sits below models, data and pruning) names them with `registry("ticketlab.models:MODEL_NAMES")`, resolved
 only when the help is built, so it never imports upward.
 
+A setting that has an effect only with another one declares it (`applies=`), so one rule refuses it where it
+would be silently ignored (`--momentum` with Adam) instead of a list of special cases.
+
 Metadata never enters a result's identity: identity hashes `dataclasses.asdict` of the values alone.
 """
 
@@ -41,6 +44,10 @@ class Setting:
     cli: bool = True  # False: TOML/Python only (say why in the help), e.g. a table of per-layer rates
     steps: bool = False  # a duration: "500", "500it", "2ep", "1ep10it" (config.parse_steps)
     preset: bool = False  # a model's preset may set it: help says "(default: the model's preset, else ...)"
+    # where the setting has an effect: (the condition in words, a test of the whole RunConfig). A value the
+    # user gave where it has none is refused in one line (configure.check_applies); one a preset gave is
+    # put back to the default, so it never enters an identity
+    applies: tuple[str, Callable[[Any], bool]] | None = None
 
     def choice_list(self) -> list[str] | None:
         if self.choices is None:

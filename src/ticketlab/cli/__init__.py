@@ -16,13 +16,14 @@ import argparse
 import sys
 
 from . import methods, registered, stored, study
-from .lifecycle import Terminated, run_command  # noqa: F401  (Terminated: this API)
+from .lifecycle import Terminated, one_line, run_command  # noqa: F401  (Terminated: this API)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not a usage dump
         command = " ".join(self.prog.split()[1:])  # "" for `ticketlab` itself, else its subcommand
-        self.exit(2, f"ticketlab: error: {message} (see {' '.join(['ticketlab', command]).strip()} --help)\n")
+        hint = " ".join(["ticketlab", command]).strip()
+        self.exit(2, f"ticketlab: error: {one_line(message)} (see {hint} --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -200,6 +200,15 @@ def config_layers(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     return merge(layers, {"kind": kind}, values_from_args(args))
 
 
+def refuse_given(layers: dict[str, Any], decided: dict[str, str]) -> None:
+    """Settings a command decides itself ("section.field" -> how), given anyway in flags or TOML: one line each
+    instead of a value silently ignored."""
+    for key, how in decided.items():
+        section, name = key.split(".")
+        if name in (layers.get(section) or {}):
+            raise TicketlabError(f"--{name.replace('_', '-')} ({key}) has no effect here: {how}")
+
+
 def spec_from_args(cls: type, args: argparse.Namespace) -> Any:
     """A spec dataclass from its generated flags (add_setting_flags(parser, cls)); unset fields keep their
     defaults. Values are coerced to the field's type; a duration counts steps (no epochs: no data set); a
@@ -256,11 +265,13 @@ def add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_run_flags(p: argparse.ArgumentParser, lottery: bool, skip: Iterable[str] = ()) -> None:
+def add_run_flags(p: argparse.ArgumentParser, lottery: bool, skip: Iterable[str] = (), controls: bool = False
+                  ) -> None:
     """The flags of a command that trains: the config's fields (pruning and lottery ones with `lottery`),
-    the controls of a study (lottery), --replicates and the runtime flags."""
+    the controls of a study (`controls`: only the commands that train them have the flags, so elsewhere they
+    are refused by the parser, not ignored), --replicates and the runtime flags."""
     add_config_flags(p, lottery, skip)
-    if lottery:
+    if controls:
         p.add_argument("--controls", help="comma list of reinit, sign_reinit, random_prune, shuffle, noise, "
                        "oneshot: branches of each level trained like the ticket")
         p.add_argument("--control-reps", type=at_least_one, default=1, help="draws of each random control per "

@@ -55,6 +55,12 @@ def io_message(e: OSError, args: argparse.Namespace) -> str:
     return f"{path}: {reason}"
 
 
+def one_line(message: str) -> str:
+    """A message as one printable line: control characters (a flag's value may hold any, and some of them,
+    such as \\x1e, end a line) written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """`command(args)` with SIGTERM handled like Ctrl-C and every failure said in one line."""
     installed = threading.current_thread() is threading.main_thread()
@@ -64,13 +70,13 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
     try:
         return command(args)
     except TicketlabError as e:
-        print(f"ticketlab: error: {e}", file=sys.stderr)
+        print(f"ticketlab: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `ticketlab ... | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as e:  # a full or read-only disk, --out a file, ...: once here, not at every write
-        print(f"ticketlab: error: {io_message(e, args)}", file=sys.stderr)
+        print(f"ticketlab: error: {one_line(io_message(e, args))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         if installed:  # a second signal now would interrupt this line

@@ -11,9 +11,8 @@ from ..config import merge
 from ..configure import build_config
 from ..errors import TicketlabError
 from ..training.supermask import METHODS as STRONG_METHODS
-from .flags import add_run_flags, config_layers
+from .flags import add_run_flags, config_layers, refuse_given
 from .runtime import check_out, check_replicates, launch_from_args
-from .study import config_from_args
 from .tables import print_report
 
 PLANTED_TASKS = ["circle", "relu", "helix"]
@@ -28,8 +27,8 @@ def add_parsers(sub: Any) -> None:
 
     cp.add_argument("--methods", default="imp,snip,grasp,synflow,magnitude,random,random-erk",
                     help=f"comma list of imp; pruning at init and random masks: {', '.join(PAI)}; sparse from the "
-                    f"start: {', '.join(DYNAMIC)}; early-bird (default: imp,snip,grasp,synflow,magnitude,random,"
-                    "random-erk)")
+                    f"start: {', '.join(DYNAMIC)}; early-bird, early-bird-channel (models with batch norm) "
+                    "(default: imp,snip,grasp,synflow,magnitude,random,random-erk)")
     cp.add_argument("--densities", default="0.2,0.05,0.01", help="fractions of weights KEPT, each in (0, 1) "
                     "(default 0.2,0.05,0.01); IMP is read at its nearest ladder level")
     cp.add_argument("--checks", default="shuffle,reinit,invert", help="sanity checks of every method: shuffle, "
@@ -106,7 +105,9 @@ def compare(args: argparse.Namespace) -> int:
     from ..report.methods import write_report
 
     launch = launch_from_args(args)
-    config = config_from_args(args, "lottery")
+    layers = config_layers(args, "lottery")
+    refuse_given(layers, {"lottery.levels": "compare reads IMP at the level nearest each of --densities"})
+    config = build_config(layers)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
         densities = [float(d) for d in args.densities.split(",") if d.strip()]
@@ -131,8 +132,6 @@ def sweep(args: argparse.Namespace) -> int:
     launch = launch_from_args(args)
     if not args.over:
         raise TicketlabError("sweep needs at least one --over SECTION.FIELD=V1,V2,.. (e.g. model.width=0.5,1,2)")
-    if args.controls:
-        raise TicketlabError("sweep trains no controls: leave out --controls (use ticketlab lottery for them)")
     if not 0 <= args.tolerance < 1:
         raise TicketlabError(f"--tolerance must be in [0, 1), got {args.tolerance}")
     over = parse_over(args.over)

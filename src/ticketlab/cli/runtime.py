@@ -33,8 +33,9 @@ class Launch:
     progress: Progress | None
 
     def workers_for(self, parallel_work: bool) -> int:
-        if self.workers == "auto":
-            return (os.cpu_count() or 1) if parallel_work else 1
+        if self.workers == "auto":  # one process when populations train (they group jobs in this process)
+            grouped = self.options.population not in ("auto", "off")
+            return (os.cpu_count() or 1) if parallel_work and not grouped else 1
         if not re.fullmatch(r"[0-9]+", self.workers) or not 1 <= int(self.workers) <= MAX_PROCESSES:
             raise TicketlabError(f"--workers must be auto or a whole number in [1, {MAX_PROCESSES}], got "
                                  f"{self.workers!r}")
@@ -69,13 +70,16 @@ def check_replicates(replicates: int) -> None:
 
 
 def check_out(root: Path | str) -> None:
-    """The run store's root must be a folder this process can write (or one it can make): said in one line
-    before anything is loaded, trained or written."""
+    """The run store's root must be a folder, or one this process can make: said in one line before anything
+    is loaded, trained or written. An existing store it cannot write is allowed: what is finished there is
+    read back (a shared, read-only store of results); the first write it would need is one line instead."""
     path = Path(root)
     existing = next(a for a in (path, *path.absolute().parents) if a.exists())
     if not existing.is_dir():
         where = "it is a file" if existing == path else f"{existing} is a file"
         raise TicketlabError(f"cannot write {path}: {where}, not a folder")
+    if existing == path:
+        return
     if hasattr(os, "ST_RDONLY") and os.statvfs(existing).f_flag & os.ST_RDONLY:
         raise TicketlabError(f"cannot write {path}: {os.strerror(errno.EROFS)}")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -19,6 +19,8 @@ def add_parsers(sub: Any) -> None:
     rep.add_argument("--out", help="report folder, outside the run store (default ./report_<experiment>)")
     rep.add_argument("--spread", choices=["minmax", "std"], default="minmax", help="error bars (default min/max)")
     rep.add_argument("--title")
+    rep.add_argument("--partial", action="store_true", help="exit 0 when some jobs could not be read (damaged, "
+                     "unfinished, a broken link); they are named at the top of the report either way")
     fmt = rep.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="also print the aggregated table as CSV")
     fmt.add_argument("--json", action="store_true", help="also print the aggregated table as JSON")
@@ -44,13 +46,17 @@ def report(args: argparse.Namespace) -> int:
     from ..report.html import write_report
 
     out = args.out or f"report_{experiment_dirs(args.run_dirs)[0][0].name}"  # never inside the run store
-    files = write_report(args.run_dirs, out, spread=args.spread, title=args.title)
+    unread: list[str] = []
+    files = write_report(args.run_dirs, out, spread=args.spread, title=args.title, unread=unread)
     if args.json:
         print(Path(files["json"]).read_text())
     elif args.csv:
         sys.stdout.write(Path(files["csv"]).read_text())
     else:
         print_files(files)
+    if unread and not args.partial:
+        raise TicketlabError(f"{len(unread)} job(s) could not be read and are left out (named at the top of the "
+                             f"report; first: {unread[0]}): rerun the command that made them, or pass --partial")
     return 0
 
 

@@ -12,7 +12,7 @@ from ..config import MAX_LEVELS, RunConfig
 from ..configure import build_config
 from ..data import DATASETS
 from ..errors import TicketlabError
-from .flags import add_run_flags, add_runtime_flags, config_layers
+from .flags import add_run_flags, add_runtime_flags, config_layers, refuse_given
 from .runtime import check_replicates, launch_from_args
 from .tables import print_files
 
@@ -21,7 +21,7 @@ MAX_POINTS = 10_000  # stability --points
 
 def add_parsers(sub: Any) -> None:
     lo = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding")
-    add_run_flags(lo, lottery=True)
+    add_run_flags(lo, lottery=True, controls=True)
     lo.set_defaults(handler=run)
     tr = sub.add_parser("train", help="train one dense network, or a ticket file's subnetwork (--ticket)")
     add_run_flags(tr, lottery=False)
@@ -145,7 +145,10 @@ def stability(args: argparse.Namespace) -> int:
         steps = [int(x) for x in args.steps.split(",")]
     except ValueError:
         raise TicketlabError(f"--steps: cannot read {args.steps!r} (e.g. 0,25,100,500,2000)") from None
-    config = config_from_args(args, "lottery")
+    layers = config_layers(args, "lottery")
+    if args.at_levels is not None:
+        refuse_given(layers, {"lottery.levels": "--at-levels names the levels trained and analysed"})
+    config = build_config(layers)
     levels = levels_arg(args.at_levels, "--at-levels") or tuple(range(config.lottery.levels + 1))
     if args.points > MAX_POINTS:
         raise TicketlabError(f"--points must be at most {MAX_POINTS:,} (each point is an evaluation), got "

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import TicketlabError
 from ..jobs import Runtime
 from .local import LocalExecutor, SerialExecutor, ready_order
-from .population import PopulationExecutor, parse_population, population_wanted
+from .population import PopulationExecutor, parse_population, population_wanted, trained_as
 
 EXECUTORS = ("local", "ray")
 
@@ -46,4 +46,5 @@ def __getattr__(name: str) -> Any:  # `from ticketlab.executors import RayExecut
 
 
 # RayExecutor: lazy (module __getattr__)
-__all__ = ["EXECUTORS", "LocalExecutor", "PopulationExecutor", "SerialExecutor", "make_executor", "ready_order"]
+__all__ = ["EXECUTORS", "LocalExecutor", "PopulationExecutor", "SerialExecutor", "make_executor", "parse_population",
+           "population_wanted", "ready_order", "trained_as"]

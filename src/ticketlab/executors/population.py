@@ -59,6 +59,12 @@ def population_wanted(value: str | int | None, device: str) -> bool:
     return chosen != "off"
 
 
+def trained_as(options: RunOptions) -> str | int | None:
+    """What a run's identity records of populations (identity.numerics): the setting when the grouping
+    executor will train its jobs (their last bits differ from separate runs'), None when each trains alone."""
+    return parse_population(options.population) if population_wanted(options.population, options.device) else None
+
+
 class _Cancelled(BaseException):
     """Ends a parked job's thread when the run stops (an error elsewhere, Ctrl-C)."""
 
@@ -242,4 +248,4 @@ class PopulationExecutor:
             fiber.reply = result  # a Diverged is raised in the job's thread, which finishes it as diverged
 
 
-__all__ = ["PopulationExecutor", "parse_population", "population_wanted"]
+__all__ = ["PopulationExecutor", "parse_population", "population_wanted", "trained_as"]

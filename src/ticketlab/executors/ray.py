@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +30,7 @@ from ..jobs import KINDS, Job, RunOptions, Runtime, execute
 from .local import blocked_error, finished_jobs, ready_order
 
 LOCAL_OBJECT_STORE = 100 * 1024 * 1024  # bytes: tasks pass only folder names, so a small store is plenty
+CONNECT_TIMEOUT = 10.0  # seconds to wait for a cluster's address to accept a connection
 
 _RUNTIME: Runtime | None = None  # a Ray worker process's runtime: data loaded once per process
 
@@ -48,6 +50,21 @@ def _run_job(kinds: dict[str, Callable], options: RunOptions, job: Job, *upstrea
     if _RUNTIME is None or _RUNTIME.options != options:
         _RUNTIME = Runtime(options)
     return execute(job, _RUNTIME)  # sets the job's torch thread count around the kind's function
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """One line, after at most `timeout` seconds, when nothing accepts a connection at HOST:PORT (ray.init
+    itself retries an address where nothing listens forever). "auto" is found by Ray from its own files."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise TicketlabError(f"--address must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise TicketlabError(f"cannot connect to the Ray cluster at {address!r}: nothing answered there "
+                             f"({err.strerror or type(err).__name__}; waited at most {timeout:g} s)") from None
 
 
 class RayExecutor:
@@ -88,6 +105,7 @@ class RayExecutor:
             ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False,
                      object_store_memory=self.object_store_memory, **quiet)
         else:
+            check_reachable(self.address)
             try:
                 ray.init(address=self.address, **quiet)
             except (ConnectionError, ValueError, RuntimeError) as err:

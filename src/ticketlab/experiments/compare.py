@@ -30,15 +30,14 @@ from ..training.cost import dense_counts, training_flops, uses_per_example
 from ..training.dynamic import METHODS as DYNAMIC
 from .controls import Control, control_jobs
 from .lottery import level_jobs
-from .pai import CHECKS, METHODS, method, pai_jobs
-from .early_bird import early_bird_jobs
+from .pai import CHECKS, METHODS, pai_jobs
+from .early_bird import VARIANT as EARLY_BIRDS, early_bird_jobs
 from .sparse import sparse_jobs
 from .plan import resolve
 from .registry import (Experiment, Planned, check_densities, check_once, check_replicates, drive,
                        register_experiment)
 
 MAX_LEVELS = 200
-EARLY_BIRD = "early-bird"
 
 
 @dataclass
@@ -63,7 +62,7 @@ def nearest_levels(config: RunConfig, layers: dict, densities: list[float]) -> d
 @dataclass(frozen=True)
 class ComparePlan:
     config: RunConfig  # its seed is the first replicate's
-    methods: tuple[str, ...]  # imp, the pai methods (pai.METHODS) and the dynamic ones (training.dynamic.METHODS)
+    methods: tuple[str, ...]  # imp, pai.METHODS, training.dynamic.METHODS, early_bird.VARIANT's names
     densities: tuple[float, ...]  # fractions of the weights kept
     replicates: int = 1
     checks: tuple[str, ...] = CHECKS  # sanity checks of each method's masks
@@ -74,8 +73,9 @@ def _validate(plan: ComparePlan) -> None:
     if not plan.methods:
         raise TicketlabError("compare needs at least one method")
     for name in plan.methods:
-        if name not in ("imp", EARLY_BIRD) and name not in DYNAMIC:
-            method(name)
+        if name != "imp" and name not in EARLY_BIRDS and name not in DYNAMIC and name not in METHODS:
+            raise TicketlabError(f"unknown method {name!r}; choose from: imp, {', '.join(METHODS)}, "
+                                 f"{', '.join(DYNAMIC)}, {', '.join(EARLY_BIRDS)}")
     check_densities(list(plan.densities))
     check_once(list(plan.methods), "methods")
     check_replicates(plan.replicates)
@@ -101,8 +101,9 @@ def _plan(plan: ComparePlan, runtime: Runtime) -> Planned:
                                          reps, runtime)
     folders.update(sparse_folders)
     early: list[Job] = []
-    if EARLY_BIRD in plan.methods:
-        folders[EARLY_BIRD], early = early_bird_jobs(config, list(plan.densities), reps, runtime)
+    for name in [m for m in plan.methods if m in EARLY_BIRDS]:
+        folders[name], jobs_of_name = early_bird_jobs(config, name, list(plan.densities), reps, runtime)
+        early += jobs_of_name
     trained = pai + sparse + [j for j in early if j.kind == "early_bird"]
     return Planned(jobs + pai + sparse + early, (reps, imp_levels, folders, trained))
 

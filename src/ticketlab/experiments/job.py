@@ -35,6 +35,7 @@ from ..store import (CHECKPOINT, FINAL, INIT, MASK, METRICS, SUMMARY, finish_job
 from ..training.cost import dense_counts, training_flops
 from ..training.dynamic import DynamicMask
 from ..training.loop import Checkpointing, Diverged, Hooks
+from ..training.policy import MaskPolicy
 from ..training.population import trainer
 from ..training.fit import train_fit
 from ..jobs import Progress
@@ -48,13 +49,14 @@ ACCURACIES = ("early_stop_step", "early_stop_test_accuracy", "early_stop_val_los
 def run_training(job: Path, *, model: nn.Module, data: DataSplits, training: TrainingHparams, mask: Mask,
                  start: dict[str, torch.Tensor], start_step: int, data_seed: int, budget: Budget | None,
                  info: dict[str, Any], label: str, progress: Progress | None = None, checkpoint_every: int = 1000,
-                 hooks: Hooks | None = None, policy: DynamicMask | None = None) -> dict[str, Any]:
+                 hooks: Hooks | None = None, policy: MaskPolicy | None = None) -> dict[str, Any]:
     """Train `model` from `start` * `mask` at `start_step` into folder `job`; returns its summary.
 
     `budget`: the survivors the mask was asked for, per group of layers (None: dense, nothing asked).
-    `info` goes into the summary as it is (level, branch, seeds...). `policy`: a mask that changes while
-    training (training/dynamic.py), starting from `mask`; the stored mask, the summary's densities and the
-    doctor's findings are then those of the mask it ends with, and the summary holds its training FLOPs.
+    `info` goes into the summary as it is (level, branch, seeds...). `policy`: trains instead of
+    StaticMask(mask) (`mask` is then where it starts). A DynamicMask (training/dynamic.py) changes the mask
+    while training: the stored mask, the summary's densities and the doctor's findings are then those of the
+    mask it ends with, and the summary holds its training FLOPs.
     """
     if is_done(job):  # a run killed between the summary and the checkpoint's removal leaves one behind
         (job / CHECKPOINT).unlink(missing_ok=True)
@@ -96,7 +98,7 @@ def run_training(job: Path, *, model: nn.Module, data: DataSplits, training: Tra
         (job / CHECKPOINT).unlink(missing_ok=True)
         return summary
     seconds = time.perf_counter() - began
-    if policy is not None:  # the mask it ended with is the ticket
+    if isinstance(policy, DynamicMask):  # the mask it ended with is the ticket
         mask = Mask({k: v.cpu() for k, v in policy.mask.tensors.items()})
         mask.save(job / MASK)
         doctor = examine(model, mask, data.input_shape, budget)

@@ -23,6 +23,7 @@ from ..config import RunConfig
 from ..identity import dense_identity, digest, lottery_identity, model_signature, numerics
 from ..jobs import Runtime
 from ..errors import TicketlabError
+from ..executors import trained_as
 from ..seeds import MAX_SEED, check_seed, streams
 
 
@@ -76,7 +77,7 @@ def dense_experiment(config: RunConfig, runtime: Runtime, record: bool = True) -
     data are loaded and the model built once here to know what they are."""
     data = runtime.data(config.dataset)
     model = runtime.model(config, data, streams(config.seed)["init"])
-    numeric = numerics(runtime.device, runtime.options.threads)
+    numeric = numerics(runtime.device, runtime.options.threads, trained_as(runtime.options))
     identity = dense_identity(config, data.fingerprint, model_signature(model), numeric)
     folder = store.experiment_dir(runtime.root, "train", digest(identity))
     if record:

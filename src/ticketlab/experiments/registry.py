@@ -17,6 +17,7 @@ Below every kind (they import it), above the job machinery (jobs, executors, con
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..config import RunConfig
 from ..configure import check_data_size, check_model
 from ..data import DataSplits
 from ..errors import TicketlabError
-from ..executors import make_executor, parse_population
+from ..executors import EXECUTORS, make_executor, parse_population
 from ..jobs import Job, Progress, RunOptions, Runtime
 
 
@@ -109,7 +110,11 @@ def drive(experiment: Experiment, spec: Any, *, options: RunOptions | None = Non
     if not isinstance(spec, experiment.spec):
         raise TypeError(f"{experiment.name} takes a {experiment.spec.__name__}, got {type(spec).__name__}")
     experiment.validate(spec)
-    runtime = Runtime(options or make_options(**run_options), progress)
+    options = options or make_options(**run_options)
+    check_executor(executor, address, options.population, workers)
+    if executor == "ray":  # each job trains alone there: no population in any identity
+        options = dataclasses.replace(options, population="off")
+    runtime = Runtime(options, progress)
     for config in experiment.configs(spec):
         if data is not None:
             runtime.add_data(config.dataset, data)
@@ -134,6 +139,24 @@ def make_options(root: Path | str = store.DEFAULT_ROOT, data_dir: str | Path | N
     return RunOptions(root=str(root), data_dir=str(data_dir) if data_dir else None, device=device, threads=threads,
                       download=download, checkpoint_every=checkpoint_every, model_fn=model_fn,
                       population=parse_population(population))
+
+
+def check_executor(executor: str, address: str | None, population: str | int, workers: int | None = 1) -> None:
+    """Executor settings that contradict each other, said before anything is planned or written."""
+    if executor not in EXECUTORS:
+        raise TicketlabError(f"unknown executor {executor!r} (use {' or '.join(EXECUTORS)})")
+    if executor == "local" and address is not None:
+        raise TicketlabError("--address is for the ray executor (use --executor ray)")
+    if executor == "ray" and address is not None:  # before a folder is made for a run that cannot start
+        from ..executors.ray import check_reachable
+
+        check_reachable(address)
+    if executor == "ray" and population not in ("auto", "off"):
+        raise TicketlabError(f"--population {population} groups jobs in this process (the local executor); the ray "
+                             "executor trains each job alone: use --executor local, or leave --population out")
+    if executor == "local" and population not in ("auto", "off") and workers and workers > 1:
+        raise TicketlabError(f"--population {population} trains in this process, so --workers {workers} would be "
+                             "unused: give one of them")
 
 
 def check_before_planning(config: RunConfig, levels: int, runtime: Runtime, data_given: bool) -> None:

@@ -132,6 +132,11 @@ def plan_sweep(base: RunConfig | dict[str, Any], over: dict[str, list[Any]], lev
     if isinstance(base, RunConfig):
         base = dataclasses.replace(base, kind=kind, lottery=dataclasses.replace(base.lottery, levels=levels))
     elif isinstance(base, dict):
+        for key in over:  # the point's value would replace it at every point: said, not dropped
+            section, name = check_setting(key)
+            if isinstance(base.get(section), dict) and name in base[section]:
+                raise TicketlabError(f"{key} is swept (--over) and also set to {base[section][name]!r} (a flag or "
+                                     "the config file): give it once")
         layers = merge(base, {"kind": kind, "lottery": {"levels": levels}})
         base = build_config(layers)
     else:

@@ -10,7 +10,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..store import CONFIG, read_json
+from ..store import read_config
 from .figures import Drawn, _density_axis, _err, _save, _spread_text
 
 
@@ -23,7 +23,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def labels(exp_dirs: dict[str, Path]) -> dict[str, str]:
     """Each experiment named by the hyper-parameters whose values differ between the experiments."""
-    flat = {name: _flatten(read_json(d / CONFIG)["config"]) for name, d in exp_dirs.items()}
+    flat = {name: _flatten(read_config(d)["config"]) for name, d in exp_dirs.items()}
     keys = sorted({k for f in flat.values() for k in f})
     differ = [k for k in keys if len({str(f.get(k)) for f in flat.values()}) > 1 and k != "lottery.levels"]
     return {name: ", ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in differ) or name for name, f in flat.items()}

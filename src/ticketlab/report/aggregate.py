@@ -39,14 +39,18 @@ def experiment_dirs(paths: list[str | Path]) -> list[tuple[Path, set[int] | None
     return list(out.items())
 
 
-def collect(paths: list[str | Path], allow_empty: bool = False) -> list[dict[str, Any]]:
-    """One row per finished job: experiment, seed, variant, level, index, density, metrics, its folder."""
+def collect(paths: list[str | Path], allow_empty: bool = False,
+            unread: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per finished job: experiment, seed, variant, level, index, density, metrics, its folder.
+    `unread` receives one line per level or control that could not be read (store.unreadable_jobs)."""
     rows = []
     for exp, seeds in experiment_dirs(paths):
         for seed_dir in store.seed_dirs(exp):
             seed = store.seed_of(seed_dir)
             if seeds is not None and seed not in seeds:
                 continue
+            if unread is not None:
+                unread += store.unreadable_jobs(seed_dir)
             for summary_file in store.job_summaries(seed_dir):
                 s = store.read_json(summary_file)  # a key it lacks: one line naming the file
                 rows.append({"experiment": exp.name, "seed": seed, "variant": s.get("variant", "ticket"),

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import matching
 from ..errors import TicketlabError
-from ..store import CONFIG, read_json, store_part
+from ..store import read_config, store_part
 from . import across_experiments, figures, stability
 from .aggregate import METRICS, aggregate, collect, experiment_dirs, healthy
 from .overlap import overlap_table
@@ -119,7 +119,7 @@ def _hparams(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _config_blocks(exp_dir: Path) -> list[tuple]:
-    cfg = read_json(exp_dir / CONFIG)
+    cfg = read_config(exp_dir)
     extra = {k: v for k, v in cfg.items() if k not in ("config", "hash", "provenance", "note", "notes")}
     rows = [("hash", str(cfg.get("hash")))] + _hparams(cfg.get("config", {}))
     rows += [(f"provenance.{k}", str(v)) for k, v in cfg.get("provenance", {}).items()]
@@ -251,14 +251,18 @@ def check_report_dir(out: Path) -> None:
 
 
 def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "minmax",
-                 title: str | None = None) -> dict[str, Path]:
+                 title: str | None = None, unread: list[str] | None = None) -> dict[str, Path]:
     """Figures, table.csv/json, report.html (self-contained) and report.md for the runs in `paths`, in the folder
-    `out_dir`, which must lie outside the run store (reports only read it)."""
+    `out_dir`, which must lie outside the run store (reports only read it). A level or control that could not
+    be read (damaged, unfinished, a broken link) is named at the top of the report and appended to `unread`."""
     if spread not in figures.SPREADS:
         raise TicketlabError(f"unknown spread {spread!r}; choose one of: {', '.join(figures.SPREADS)}")
     check_report_dir(Path(out_dir))
     exp_dirs = {d.name: d for d, _ in experiment_dirs(paths)}
-    every_row = collect(paths, allow_empty=True)  # an experiment may hold only stability analyses
+    missing: list[str] = []
+    every_row = collect(paths, allow_empty=True, unread=missing)  # an experiment may hold only stability analyses
+    if unread is not None:
+        unread += missing
     rows = healthy(every_row)  # diverged jobs: counted in the table and listed, never plotted or averaged
     if not every_row and not any(stability.stability_results(d) for d in exp_dirs.values()):
         raise TicketlabError(f"no finished jobs found in {', '.join(str(p) for p in paths)}")
@@ -269,8 +273,10 @@ def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "mi
     fig_blocks = _figure_blocks(rows, table, overlap, out, spread)
     title = title or f"Lottery-ticket report: {', '.join(exp_dirs)}"
     blocks: list[tuple] = [("h1", title)]
+    if missing:  # before any number: the tables below leave these out
+        blocks += [("bad", f"Not in this report ({len(missing)} job(s) could not be read): {line}") for line in missing]
     for name, d in exp_dirs.items():  # notes first: a reader must see e.g. 'quick budget' before any number
-        blocks += [("note", f"Note ({name}): {n}") for n in _notes(read_json(d / CONFIG))]
+        blocks += [("note", f"Note ({name}): {n}") for n in _notes(read_config(d))]
     for name, d in exp_dirs.items():
         entries = [e for e in table if e["experiment"] == name]
         stable = _stability_blocks(d, out, files)

@@ -57,10 +57,11 @@ def early_bird_lines(table: list[dict[str, Any]]) -> list[str]:
         if "drawn_at_step" not in e:
             continue
         steps = ", ".join(str(s) for s in e["drawn_at_step"])
-        text = (f"early-bird at {100 * e['requested_density']:g}%: the masks settled in {e['found']} of "
+        kept = " of the BN channels" if e["method"] == "early-bird-channel" else ""
+        text = (f"{e['method']} at {100 * e['requested_density']:g}%{kept}: the masks settled in {e['found']} of "
                 f"{len(e['drawn_at_step'])} seed(s), drawn at step(s) {steps}")
         if e["found"] < len(e["drawn_at_step"]):
-            text += " (a seed whose masks never settled uses its trained network's magnitude mask)"
+            text += " (a seed whose masks never settled uses its trained network's mask)"
         if e["iou_with_imp"] is not None:
             text += f"; IoU with IMP's mask at that density {e['iou_with_imp']:.3f}"
         out.append(text + ".")

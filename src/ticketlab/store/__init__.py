@@ -39,7 +39,8 @@ The package, one module per job (import the names from here: `from ticketlab.sto
 
     layout.py        the root, file names, every folder name, links, what is part of a store (store_part)
     formats.py       JSON, safetensors weights and checkpoints: written atomically, read with one-line errors
-    done.py          the done rule: finish_job, is_done (hash-checked), running_job, set-aside summaries
+    done.py          the done rule: finish_job, is_done (hash-checked), running_job, set-aside summaries;
+                     job_problems / is_intact: the same checks for readers, changing nothing
     records.py       summaries and experiments' config.json; the finished jobs under a folder
     verification.py  verify: every problem under a folder, changing nothing
 
@@ -49,13 +50,13 @@ masks with it too; its names are re-exported here as part of the store's API.
 
 from ..files import (atomic_write, file_digest, fsync_dir, is_tmp, remove_stale_tmp,  # noqa: F401  (this API)
                      write_safetensors)
-from .done import (DAMAGED, SUMMARY_HASH, finish_job, is_done, job_files, recording_inputs,  # noqa: F401
-                   running_job)
+from .done import (DAMAGED, SUMMARY_HASH, finish_job, is_done, is_intact, job_files, job_problems,  # noqa: F401
+                   recording_inputs, running_job)
 from .formats import (Record, load_checkpoint, load_weights, read_json, save_checkpoint, save_weights,  # noqa: F401
                       write_json)
 from .layout import (CHECKPOINT, CONFIG, DEFAULT_ROOT, FINAL, INIT, MASK, METRICS, STABILITY, SUMMARY,  # noqa: F401
                      analysis_dir, check_dir, control_dir, copy_dir, density_dir, experiment_dir, is_experiment,
                      level_dir, link, prefix_dir, seed_dir, seed_dirs, seed_of, stability_dir, store_part)
 from .records import (config_problem, finished_levels, job_summaries, read_config, read_summary,  # noqa: F401
-                      record_experiment, stability_files)
+                      record_experiment, stability_files, unreadable_jobs)
 from .verification import verify  # noqa: F401

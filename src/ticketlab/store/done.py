@@ -18,12 +18,13 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..files import file_digest, fsync_dir, is_tmp, remove_stale_tmp
 from .formats import _finite, _reason, _say, write_json
-from .layout import CHECKPOINT, SUMMARY
+from .layout import CHECKPOINT, FINAL, INIT, MASK, METRICS, SUMMARY
 
 SUMMARY_HASH = "summary_hash"  # the key of summary.json that holds the summary's own hash
 DAMAGED = ".damaged-"  # summary.json.damaged-<n>: a damaged job's summary, set aside
@@ -164,29 +165,49 @@ def _set_aside(job: Path) -> None:
         os.rename(job / SUMMARY, job / f"{SUMMARY}{DAMAGED}{n}")
         for name in [*job_files(job), CHECKPOINT]:
             (job / name).unlink(missing_ok=True)
+        for name in (MASK, INIT, FINAL, METRICS):  # a folder or a link where one of the job's files belongs
+            if (job / name).is_symlink():
+                (job / name).unlink()
+            elif (job / name).is_dir():
+                shutil.rmtree(job / name)
     except OSError:  # set aside by another process just now, or a store we may not change
         return
     fsync_dir(job)
 
 
-def is_done(job: Path) -> bool:
-    """Finished: summary.json is readable and every file it records is there with its recorded hash (and
-    every input it records is unchanged). A damaged job is said so in one line, set aside and not done; a
-    finished job's leftover checkpoint is deleted."""
+def job_problems(job: Path) -> list[str] | None:
+    """What is wrong with a finished job, changing nothing: None when it has no summary.json (not finished),
+    [] when it is intact (its summary readable, every file it records there with its recorded hash, every
+    input it records unchanged), else one phrase per problem. Readers (report, export) use this."""
     job = Path(job)
     if not (job / SUMMARY).is_file():
-        return False
-    key = os.path.realpath(job)
-    known = _VERIFIED.get(key)
+        return None
+    known = _VERIFIED.get(os.path.realpath(job))
     if known is not None and known[0] == _signature(job, known[1], known[2]):
-        return True
+        return []
     problems, summary = _problems(job)
+    if not problems:
+        _remember(job, summary)
+    return problems
+
+
+def is_intact(job: Path) -> bool:
+    """Finished and intact (job_problems is []), changing nothing."""
+    return job_problems(job) == []
+
+
+def is_done(job: Path) -> bool:
+    """Finished, for a run about to build on it or recompute it: as is_intact, but a damaged job is said so in
+    one line, set aside and not done, and a finished job's leftover checkpoint is deleted."""
+    job = Path(job)
+    problems = job_problems(job)
+    if problems is None:
+        return False
     if problems:
-        _VERIFIED.pop(key, None)
+        _VERIFIED.pop(os.path.realpath(job), None)
         _say(f"{job}: {'; '.join(problems)}; the job will be recomputed")
         _set_aside(job)
         return False
     with contextlib.suppress(OSError):  # left by a run killed between its summary and the checkpoint's removal
         (job / CHECKPOINT).unlink(missing_ok=True)
-    _remember(job, summary)
     return True

@@ -9,13 +9,15 @@ own: `reproduce` adds notes to it after it is written).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import TicketlabError
 from ..files import remove_stale_tmp
-from .done import is_done
+from .done import is_intact, job_problems
 from .formats import _reason, _say, read_json, write_json
 from .layout import CONFIG, STABILITY, SUMMARY
 
@@ -77,17 +79,57 @@ def record_experiment(experiment: Path, body: dict[str, Any], provenance: Callab
 
 def finished_levels(replicate: Path) -> list[int]:
     """The numbers of a replicate's finished levels."""
-    names = (p.name.removeprefix("level_") for p in replicate.glob("level_*") if is_done(p))
+    names = (p.name.removeprefix("level_") for p in replicate.glob("level_*") if is_intact(p))
     return sorted(int(n) for n in names if n.isdigit())
 
 
 def job_summaries(replicate: Path) -> list[Path]:
-    """summary.json of every finished level and control of a replicate (level 0 through its link)."""
-    found = sorted(replicate.glob(f"level_*/{SUMMARY}")) + sorted(replicate.glob(f"level_*/control_*/{SUMMARY}"))
-    return [f for f in found if is_done(f.parent)]
+    """summary.json of every finished, intact level and control of a replicate (level 0 through its link);
+    changes nothing (`unreadable_jobs` says what is left out)."""
+    return [p / SUMMARY for p in _job_entries(replicate) if is_intact(p)]
+
+
+def _job_entries(replicate: Path) -> list[Path]:
+    """The level_* and level_*/control_* entries of a replicate, whatever they are (a dangling link too)."""
+    levels = sorted(replicate.glob("level_*"))
+    return levels + sorted(c for lvl in levels if _is_folder(lvl) for c in lvl.glob("control_*"))
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a symlink loop
+        return False
+
+
+def unreadable_jobs(replicate: Path) -> list[str]:
+    """One line per level or control entry of a replicate that is not a finished, intact job: a link to
+    nothing or a link loop, a file where a folder belongs, a job not finished, a damaged one (and why)."""
+    entries = _job_entries(replicate)
+    levels = sorted(int(p.name[6:]) for p in entries if p.parent == replicate and p.name[6:].isdigit())
+    out = [f"{replicate / f'level_{k}'} is missing (level_{levels[-1]} builds on it)"
+           for k in range(levels[-1] if levels else 0) if k not in levels]
+    for p in entries:
+        if p.is_symlink() and not _is_folder(p):
+            try:
+                os.stat(p)
+                why = "is a link to a file, not a job folder"
+            except OSError as e:
+                why = ("is a symlink loop" if e.errno == errno.ELOOP else
+                       f"links to {os.readlink(p)}, which does not exist")
+        elif not _is_folder(p):
+            why = "is not a folder"
+        elif (problems := job_problems(p)) is None:
+            why = f"is not finished (no {SUMMARY})"
+        elif problems:
+            why = f"is damaged ({'; '.join(problems)})"
+        else:
+            continue
+        out.append(f"{p} {why}")
+    return out
 
 
 def stability_files(experiment: Path) -> list[Path]:
     """stability.json of every finished analysis of an experiment."""
     found = sorted(experiment.glob(f"seed_*/level_*/stability_k*/analysis_*/{STABILITY}"))
-    return [f for f in found if is_done(f.parent)]
+    return [f for f in found if is_intact(f.parent)]

@@ -6,16 +6,21 @@ in a note, apart from the problems."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from pathlib import Path
 
 from ..errors import TicketlabError
 from ..files import is_tmp
 from .done import SUMMARY_HASH, _problems
 from .formats import _Damaged, _read_checkpoint, _reason, _say
-from .layout import CHECKPOINT, CONFIG, SUMMARY, seed_of
+from .layout import CHECKPOINT, CONFIG, FINAL, INIT, MASK, METRICS, SUMMARY, seed_of
 from .records import config_problem
+
+
+JOB_FOLDER = re.compile(r"level_\d+|control_.+")  # a folder that is one job (a level, a control)
 
 
 def verify(path: Path | str, notes: list[str] | None = None) -> list[str]:
@@ -32,6 +37,7 @@ def verify(path: Path | str, notes: list[str] | None = None) -> list[str]:
     problems: list[str] = []
     seen: set[str] = set()
     unhashed: list[Path] = []  # finished jobs whose summary records no hash of itself
+    recognised: list[Path] = []  # folders that hold something of a store (a config, a summary, a replicate)
 
     def visit(folder: Path) -> None:
         if (real := os.path.realpath(folder)) in seen:
@@ -51,6 +57,9 @@ def verify(path: Path | str, notes: list[str] | None = None) -> list[str]:
                 unhashed.append(folder)
             if CHECKPOINT in names:
                 problems.append(f"{folder}: {CHECKPOINT} is left over from the finished job")
+        elif (names & {MASK, INIT, FINAL, METRICS} or JOB_FOLDER.fullmatch(folder.name)) and CHECKPOINT not in names:
+            problems.append(f"{folder}: holds a job's files but no {SUMMARY} and no {CHECKPOINT}: the job is not "
+                            "finished (its summary was lost, or it was stopped before its first checkpoint)")
         elif CHECKPOINT in names:
             try:
                 _read_checkpoint(folder / CHECKPOINT)
@@ -66,11 +75,16 @@ def verify(path: Path | str, notes: list[str] | None = None) -> list[str]:
                 problems.append(f"{folder / CONFIG} is unreadable ({_reason(e)})")
         elif any(seed_of(folder / n) is not None for n in names):
             problems.append(f"{folder}: {CONFIG} is missing")
+        if names & {SUMMARY, CHECKPOINT, CONFIG} or any(seed_of(folder / n) is not None for n in names):
+            recognised.append(folder)
+        levels = sorted(int(n[6:]) for n in names if re.fullmatch(r"level_\d+", n))
+        problems.extend(f"{folder / f'level_{k}'} is missing (level_{levels[-1]} builds on it)"
+                        for k in range(levels[-1] if levels else 0) if k not in levels)
         for e in entries:
             p = folder / e.name
             if e.is_symlink():
-                if not p.exists():
-                    problems.append(f"{p} links to {os.readlink(p)}, which does not exist")
+                if (problem := _link_problem(p)) is not None:
+                    problems.append(f"{p} {problem}")
                 elif p.is_dir():
                     visit(p)
             elif e.is_dir():
@@ -79,6 +93,8 @@ def verify(path: Path | str, notes: list[str] | None = None) -> list[str]:
                 problems.append(f"{p}: a temporary file left by a killed writer")
 
     visit(top)
+    if not recognised:
+        raise TicketlabError(f"{top} is not a run store nor a part of one: no experiment, replicate or job in it")
     if unhashed:
         note = (f"{len(unhashed)} finished job(s) under {top} (first: {unhashed[0]}) were written before summaries "
                 f"recorded their own hash: their {SUMMARY} content is not checked (their other files are)")
@@ -87,3 +103,16 @@ def verify(path: Path | str, notes: list[str] | None = None) -> list[str]:
         else:
             notes.append(note)
     return problems
+
+
+def _link_problem(link: Path) -> str | None:
+    """What is wrong with a link in a store (None: nothing): it leads nowhere, in a loop, or out of the store
+    (the folder holding the experiment the link is in; a store's links are level_0 -> its dense run)."""
+    try:
+        target = Path(os.path.realpath(link, strict=True))
+    except OSError as e:
+        return "is a symlink loop" if e.errno == errno.ELOOP else f"links to {os.readlink(link)}, which does not exist"
+    root = next((a.parent for a in link.parents if (a / CONFIG).is_file()), None)
+    if root is not None and not target.is_relative_to(os.path.realpath(root)):
+        return f"links out of the run store {root} (to {target})"
+    return None
