@@ -394,7 +394,10 @@ def test_a_signal_stops_a_run_with_one_line_and_it_resumes(signum, code, name, t
     args = [sys.executable, "-m", "ticketlab.cli", "train", *SMALL, "--train-steps", "2000", "--eval-every", "20",
             "--checkpoint-every", "20", "--out", str(root)]
     env = {**os.environ, "TICKETLAB_DATA": "/nonexistent-ticketlab-cache"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # as from a terminal: a test run in the background (nohup, `cmd &`) inherits SIGINT ignored, and Python
+    # then leaves it ignored; the child gets the default disposition back, so Ctrl-C is KeyboardInterrupt
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(root.rglob("checkpoint.pt")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

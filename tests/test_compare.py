@@ -116,3 +116,37 @@ def test_sparse_from_the_start_methods_train_beside_imp_with_their_training_cost
     assert [r["train_cost"] for r in again.rows] == [r["train_cost"] for r in result.rows]  # read back
     files = write_report(result, tmp_path / "report", "sparse from the start")
     assert files["cost_png"].stat().st_size > 0 and "train FLOPs (x dense)" in files["md"].read_text()
+
+
+def test_pruning_at_init_scores_in_eval_mode_by_default_and_the_mode_is_recorded(tmp_path, synthetic):
+    """Synaptic-Flow scores SNIP with the model in eval mode. On a batch-norm network the two modes give other
+    masks, so the mode is in the folder's identity (eval) and each summary; without batch norm it changes
+    nothing, and no folder moves."""
+    import torch
+
+    from ticketlab.experiments.pai import METHODS, scoring_batch
+    from ticketlab.masks import Mask
+    from ticketlab.models import build_model
+    from ticketlab.pruning import prune
+    from ticketlab.seeds import derive_seed, streams
+
+    config = small_config(model={"name": "cifar_resnet_8_2"}, training={"train_steps": 20, "eval_every": 10})
+    runs = {mode: run_compare(config, ["snip"], [0.1], checks=(), score_mode=mode, data=synthetic, root=tmp_path)
+            for mode in ("eval", "train")}
+    folders = {mode: r.experiments["snip"] for mode, r in runs.items()}
+    assert folders["eval"] != folders["train"]
+    masks = {mode: Mask.load(f / "seed_0" / "density_0.1" / "mask.safetensors") for mode, f in folders.items()}
+    assert any(not torch.equal(masks["eval"][k], masks["train"][k]) for k in masks["eval"].keys())
+    summary = json.loads((folders["eval"] / "seed_0" / "density_0.1" / "summary.json").read_text())
+    assert summary["score_mode"] == "eval"
+    # the eval-mode mask is SNIP's scores of the model in eval mode, on the job's own seeded batch
+    model = build_model(config.model, synthetic.input_shape, 10, streams(0)["init"]).eval()
+    draw = derive_seed(0, "pai", "snip", 0.1)
+    batch = scoring_batch(METHODS["snip"], synthetic, config.training.batch_size, derive_seed(draw, "batch"))
+    by_hand = prune(model, density=0.1, scorer="snip", batch=batch)
+    assert all(torch.equal(by_hand[k], masks["eval"][k]) for k in by_hand.keys())
+    # a network without batch norm or dropout: one folder whatever the mode
+    plain = small_config(training={"train_steps": 20, "eval_every": 10})
+    same = {run_compare(plain, ["snip"], [0.1], checks=(), score_mode=mode, data=synthetic,
+                        root=tmp_path).experiments["snip"] for mode in ("eval", "train")}
+    assert len(same) == 1

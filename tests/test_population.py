@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import _thread
 import json
+import signal
 import threading
 from pathlib import Path
 
@@ -359,7 +360,16 @@ def _interrupted_alone(job, runtime):
     trainer()(model, data, config.training, Mask.ones(model), data_seed=0, hooks=Hooks(progress=progress))
 
 
-def test_interrupt_stops_a_job_that_trains_alone(synthetic, tmp_path):
+@pytest.fixture
+def sigint_raises():
+    """SIGINT as in a terminal: interrupt_main does nothing while SIGINT is ignored, as it is in a test run
+    started in the background (nohup, `cmd &`)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_interrupt_stops_a_job_that_trains_alone(synthetic, tmp_path, sigint_raises):
     """A job training alone trains in the executor's (main) thread, where Python raises KeyboardInterrupt and
     SIGTERM; its interruption stops the training at once and ends the job's parked thread."""
     config = small_config(training={"train_steps": 20000, "eval_every": 10, "test_every": 10000})

@@ -84,6 +84,13 @@ def test_keeps_the_largest_magnitudes():
     assert out["layers.0.weight"].tolist() == [[False, True, False], [True, False, True]]
 
 
+def test_the_python_default_is_one_global_ranking_as_compare_and_synaptic_flow():
+    model = Net((1, 4), (2, 1)).load([torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[10.0], [20.0]])])
+    default = prune(model, density=0.5)
+    assert default["layers.1.weight"].all() and default["layers.0.weight"].tolist() == [[False, False, False, True]]
+    assert default.counts() != prune(model, density=0.5, allocation="layerwise").counts()
+
+
 def test_pruned_weights_are_never_revived_even_when_they_score_highest():
     model = Net((2, 3)).load([torch.tensor([[9.0, 8.0, 1.0], [2.0, 3.0, 4.0]])])
     mask = Mask({"layers.0.weight": torch.tensor([[False, False, True], [True, True, True]])})

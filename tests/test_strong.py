@@ -11,9 +11,15 @@ import pytest
 import torch
 from torch import nn
 
+from ticketlab import build_config
 from ticketlab.cli import main
+from ticketlab.experiments.plan import resolve
+from ticketlab.experiments.registry import make_options
+from ticketlab.experiments.strong import strong_jobs
+from ticketlab.jobs import Runtime
 from ticketlab.config import TrainingHparams
 from ticketlab.data import DataSplits
+from ticketlab.errors import TicketlabError
 from ticketlab.masks import prunable
 from ticketlab.training.supermask import (MaskedNet, StrongSpec, kept_count, large_final_same_sign, learn_mask,
                                           prepare_frozen, topk_mask)
@@ -88,6 +94,31 @@ def test_signed_constant_keeps_signs_at_the_kaiming_constant():
     w = model[0].weight
     assert torch.equal(torch.sign(w), signs)
     assert torch.allclose(w.abs(), torch.full_like(w, math.sqrt(2 / 8) / math.sqrt(0.25)))
+
+
+def test_the_scale_fan_rules_are_the_papers_fan_and_the_codes_and_the_default_keeps_its_folders(tmp_path):
+    paper, code = _bn_net(), _bn_net()
+    prepare_frozen(paper, StrongSpec(weights="signed_constant", k=0.3, scale_fan=True))
+    prepare_frozen(code, StrongSpec(weights="signed_constant", k=0.3, scale_fan=True, scale_fan_rule="hidden-networks"))
+    # the paper: sqrt(2 / (fan_in k)); hidden-networks' code: fan_in (1 - prune_rate) = fan_in (1 - k)
+    assert torch.allclose(paper[0].weight.abs(), torch.full_like(paper[0].weight, math.sqrt(2 / (8 * 0.3))))
+    assert torch.allclose(code[0].weight.abs(), torch.full_like(code[0].weight, math.sqrt(2 / (8 * 0.7))))
+    assert paper[0].weight.abs().max() / code[0].weight.abs().max() == pytest.approx(math.sqrt(0.7 / 0.3))  # 1.53
+    for bad, message in ((StrongSpec(weights="signed_constant", scale_fan_rule="hidden-networks"), "only with "
+                          "--scale-fan"), (StrongSpec(weights="signed_constant", k=1.0, scale_fan=True,
+                                                      scale_fan_rule="hidden-networks"), "needs k < 1"),
+                         (StrongSpec(weights="signed_constant", scale_fan=True, scale_fan_rule="x"), "unknown")):
+        with pytest.raises(TicketlabError, match=message):
+            bad.check()
+    # folders of the default rule are named as before there were two rules (pinned: computed by b739203)
+    config = build_config({"kind": "train", "dataset": {"name": "synthetic", "val_size": 500},
+                           "model": {"name": "mlp_32_16"}, "training": {"train_steps": 20}})
+    runtime = Runtime(make_options(root=tmp_path))
+    reps = resolve(config, [0], runtime)
+    names = [strong_jobs(config, spec, [spec.k], reps, runtime)[0][spec.k].name for spec in
+             (StrongSpec(weights="signed_constant", k=0.3, scale_fan=True), StrongSpec(k=0.5),
+              StrongSpec(weights="signed_constant", k=0.3, scale_fan=True, scale_fan_rule="hidden-networks"))]
+    assert names[:2] == ["strong_12a0ec6f0cec09ae", "strong_c1cb7b8bf17c556f"] and names[2] not in names[:2]
 
 
 def test_supermask_learns_a_binary_mask_without_moving_weights():

@@ -26,8 +26,11 @@ from .seeds import check_seed
 from .settings import flag_name, setting_of
 
 
-def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None) -> RunConfig:
+def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None,
+                 given: dict[str, Any] | None = None) -> RunConfig:
     """Defaults <- the model's preset <- `overrides` (TOML and flags already merged), every value validated.
+    `given`: what of `overrides` the user gave (default all of it), for check_applies: a method's own recipe
+    merged in by its command is not the user's word.
 
     Durations in epochs use `steps_per_epoch` when given, else the data set's size from the data registry;
     for a data set the registry does not know, they raise (plain step counts need no size). A model name
@@ -47,7 +50,7 @@ def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None) 
     else:
         config = config_from_layers(layers, steps_per_epoch)
     check_strategy(config.pruning.strategy)
-    return check_applies(config, overrides)
+    return check_applies(config, overrides if given is None else given)
 
 
 SECTIONS = ("dataset", "model", "training", "pruning", "lottery")

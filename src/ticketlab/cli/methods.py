@@ -10,7 +10,7 @@ from typing import Any
 from ..config import merge
 from ..configure import build_config
 from ..errors import TicketlabError
-from ..training.supermask import METHODS as STRONG_METHODS
+from ..training.supermask import METHODS as STRONG_METHODS, SCALE_FAN_RULES
 from .flags import add_run_flags, config_layers, refuse_given
 from .runtime import check_out, check_replicates, launch_from_args
 from .tables import print_report
@@ -33,6 +33,9 @@ def add_parsers(sub: Any) -> None:
                     "(default 0.2,0.05,0.01); IMP is read at its nearest ladder level")
     cp.add_argument("--checks", default="shuffle,reinit,invert", help="sanity checks of every method: shuffle, "
                     "reinit, invert, or none (default all three)")
+    cp.add_argument("--score-mode", choices=["eval", "train"], default="eval", help="the mode the network is in "
+                    "while pruning at init scores it: eval (default, as Synaptic-Flow: batch norm's running "
+                    "statistics) or train (the batch's own); it matters only with batch norm or dropout")
     cp.add_argument("--report-dir", help="report folder, outside the run store (default ./compare_<model>_<dataset>)")
     cp.set_defaults(handler=compare)
     sw = sub.add_parser("sweep", help="dense runs (or IMP with --levels) over the cross product of settings x seeds, "
@@ -55,7 +58,10 @@ def add_parsers(sub: Any) -> None:
                     "fraction PRUNED per IMP level); supermask: the starting keep probability (default 0.5)")
     sp.add_argument("--weights", choices=["own", "signed_constant"], default="own", help="frozen weights: the "
                     "model's init (own) or the signed Kaiming constant sign(w) sqrt(2/fan_in)")
-    sp.add_argument("--scale-fan", action="store_true", help="signed_constant / sqrt(k) (edge-popup's --scale-fan)")
+    sp.add_argument("--scale-fan", action="store_true", help="the signed constant computed with the fan of the kept "
+                    "inputs (edge-popup's --scale-fan; the rule: --scale-fan-rule)")
+    sp.add_argument("--scale-fan-rule", choices=list(SCALE_FAN_RULES), default="kept", help="kept (default, the "
+                    "paper: sqrt(2 / (fan_in k))) or hidden-networks (its code: sqrt(2 / (fan_in (1 - k))))")
     sp.add_argument("--report-dir", help="report folder, outside the run store (default ./strong_<method>_<model>)")
     sp.set_defaults(handler=strong)
     pl = sub.add_parser("plant", help="plant a known ticket (Plant 'n' Seek) in a He-initialised MLP; store it")
@@ -117,7 +123,8 @@ def compare(args: argparse.Namespace) -> int:
     check_replicates(args.replicates)
     out = Path(args.report_dir or f"compare_{config.model.name}_{config.dataset.name}")
     check_report_dir(out)  # before any training: the report must not land in the store
-    result = run_compare(config, methods, densities, replicates=args.replicates, checks=checks, **launch.keywords())
+    result = run_compare(config, methods, densities, replicates=args.replicates, checks=checks,
+                         score_mode=args.score_mode, **launch.keywords())
     title = f"{', '.join(methods)} on {config.model.name} / {config.dataset.name}"
     files = write_report(result, out, title, chance=1 / dataset_info(config.dataset.name).num_classes)
     print_report(files, args.json, cut="\n## ")
@@ -164,16 +171,16 @@ def strong(args: argparse.Namespace) -> int:
     layers = config_layers(args, "train")
     model = layers.get("model", {}).get("name") or "lenet_300_100"
     recipe = RECIPES[args.method]  # the method's own (experiments/strong.py); --config and flags win
-    config = build_config(merge(preset_for(str(model)), recipe, layers))
+    config = build_config(merge(preset_for(str(model)), recipe, layers), given=layers)
     ks = floats_arg(args.k, "--k")
     check_replicates(args.replicates)
     out = Path(args.report_dir or f"strong_{args.method}_{config.model.name}_{config.dataset.name}")
     check_report_dir(out)
     result = run_strong(config, args.method, ks, replicates=args.replicates, weights=args.weights,
-                        scale_fan=args.scale_fan, **launch.keywords())
+                        scale_fan=args.scale_fan, scale_fan_rule=args.scale_fan_rule, **launch.keywords())
     info = dataset_info(config.dataset.name)
     files = write_report(result.rows, out, f"{args.method} on {config.model.name} / {config.dataset.name} "
-                         f"(weights {args.weights}{', scale-fan' if args.scale_fan else ''})",
+                         f"(weights {args.weights}{', scale-fan ' + args.scale_fan_rule if args.scale_fan else ''})",
                          None if info.regression else 1 / info.num_classes)
     print_report(files, args.json, cut="![")
     diverged = [f"seed {r['seed']} k={r['k']:g} at step {r['diverged_at_step']}" for r in result.rows

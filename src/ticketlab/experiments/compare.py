@@ -30,7 +30,7 @@ from ..training.cost import dense_counts, training_flops, uses_per_example
 from ..training.dynamic import METHODS as DYNAMIC
 from .controls import Control, control_jobs
 from .lottery import level_jobs
-from .pai import CHECKS, METHODS, pai_jobs
+from .pai import CHECKS, METHODS, SCORE_MODES, pai_jobs
 from .early_bird import VARIANT as EARLY_BIRDS, early_bird_jobs
 from .sparse import sparse_jobs
 from .plan import resolve
@@ -66,6 +66,7 @@ class ComparePlan:
     densities: tuple[float, ...]  # fractions of the weights kept
     replicates: int = 1
     checks: tuple[str, ...] = CHECKS  # sanity checks of each method's masks
+    score_mode: str = "eval"  # pai.SCORE_MODES: the module mode pruning at init scores in (Synaptic-Flow's: eval)
 
 
 def _validate(plan: ComparePlan) -> None:
@@ -76,6 +77,8 @@ def _validate(plan: ComparePlan) -> None:
         if name != "imp" and name not in EARLY_BIRDS and name not in DYNAMIC and name not in METHODS:
             raise TicketlabError(f"unknown method {name!r}; choose from: imp, {', '.join(METHODS)}, "
                                  f"{', '.join(DYNAMIC)}, {', '.join(EARLY_BIRDS)}")
+    if plan.score_mode not in SCORE_MODES:
+        raise TicketlabError(f"unknown --score-mode {plan.score_mode!r}; choose from: {', '.join(SCORE_MODES)}")
     check_densities(list(plan.densities))
     check_once(list(plan.methods), "methods")
     check_replicates(plan.replicates)
@@ -96,7 +99,7 @@ def _plan(plan: ComparePlan, runtime: Runtime) -> Planned:
     else:
         jobs += [j for rep in reps for j in level_jobs(rep, 0)]  # the dense baseline
     folders, pai = pai_jobs(config, [m for m in plan.methods if m in METHODS], list(plan.densities), reps, runtime,
-                            plan.checks)
+                            plan.checks, plan.score_mode)
     sparse_folders, sparse = sparse_jobs(config, [m for m in plan.methods if m in DYNAMIC], list(plan.densities),
                                          reps, runtime)
     folders.update(sparse_folders)
@@ -181,10 +184,10 @@ COMPARE = register_experiment(Experiment(
 
 
 def run_compare(config: RunConfig, methods: list[str], densities: list[float], *, replicates: int = 1,
-                checks: tuple[str, ...] = CHECKS, **keywords: Any) -> Comparison:
+                checks: tuple[str, ...] = CHECKS, score_mode: str = "eval", **keywords: Any) -> Comparison:
     """Plan, run (or read back) and collect the comparison; keyword arguments as for run_study."""
-    return drive(COMPARE, ComparePlan(config, tuple(methods), tuple(densities), replicates, tuple(checks)),
-                 **keywords)
+    return drive(COMPARE, ComparePlan(config, tuple(methods), tuple(densities), replicates, tuple(checks),
+                                      score_mode), **keywords)
 
 
 def _row(method: str, requested: float, summary: dict[str, Any], cost: Cost, runs: list[dict[str, Any]],

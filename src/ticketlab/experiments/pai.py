@@ -11,6 +11,10 @@ tickets. Sanity checks (Frankle et al. 2021) branch off each method's mask:
     invert   the method's scores negated: keep the weights it ranks lowest (scored methods only)
 A method whose accuracy survives shuffling chose layer densities, not weights.
 
+Scores are computed with the model in eval mode (`score_mode`, as Synaptic-Flow; "train": with the batch's
+own batch-norm statistics), which matters only on a model with batch norm or dropout; there the mode is in
+the identity (eval) and in each summary.
+
 Job kind `pai`: `pai_<h>/seed_<s>/density_<d>/` (h = the dense experiment's identity + the method), checks in
 `density_<d>/check_<name>/`. A mask the doctor finds collapsed (no input-output path) is not trained
 (experiments/job.py): its summary says so, and so do the CLI and the report.
@@ -63,6 +67,16 @@ METHODS: dict[str, Method] = {
     "random-pyramidal": Method("random", "pyramidal"),
 }
 CHECKS = ("shuffle", "reinit", "invert")
+# The module mode scores are computed in: Synaptic-Flow scores with the model in eval mode (batch norm with
+# its running statistics, no dropout); "train" scores with the batch's own statistics (ticketlab before
+# there was a choice). The two differ only on a model with batch norm or dropout (mode_dependent).
+SCORE_MODES = ("eval", "train")
+
+
+def mode_dependent(model: torch.nn.Module) -> bool:
+    """Whether eval and train mode compute different things: batch norm or dropout somewhere."""
+    return any(isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd))
+               for m in model.modules())
 
 
 def method(name: str) -> Method:
@@ -78,8 +92,11 @@ def checks_for(name: str, wanted: tuple[str, ...]) -> list[str]:
 
 
 def pai_jobs(config: RunConfig, names: list[str], densities: list[float], reps: list[Replicate], runtime: Runtime,
-             checks: tuple[str, ...] = CHECKS) -> tuple[dict[str, Path], list[Job]]:
-    """Each method's experiment folder and its jobs: one per (seed, density), plus its sanity checks."""
+             checks: tuple[str, ...] = CHECKS, score_mode: str = "eval") -> tuple[dict[str, Path], list[Job]]:
+    """Each method's experiment folder and its jobs: one per (seed, density), plus its sanity checks.
+    `score_mode`: SCORE_MODES, the mode the model is in while it is scored."""
+    if score_mode not in SCORE_MODES:
+        raise TicketlabError(f"unknown score mode {score_mode!r}; choose from: {', '.join(SCORE_MODES)}")
     for d in densities:
         if not 0 < d < 1:
             raise TicketlabError(f"densities must be in (0, 1), got {d}")
@@ -87,10 +104,15 @@ def pai_jobs(config: RunConfig, names: list[str], densities: list[float], reps: 
         if c not in CHECKS:
             raise TicketlabError(f"unknown sanity check {c!r}; choose from: {', '.join(CHECKS)}")
     dense_id, _ = dense_experiment(config, runtime, record=False)
+    data = runtime.data(config.dataset)
+    # eval mode on a model where it matters is a new result; train mode is the one stored before the choice
+    moded = score_mode == "eval" and mode_dependent(runtime.model(config, data, reps[0].seeds["init"]))
     folders, jobs = {}, []
     for name in names:
         spec = method(name)
         identity = {"dense": dense_id, "method": dataclasses.asdict(spec), "ignore": list(config.pruning.ignore)}
+        if moded and not spec.random:
+            identity["score_mode"] = "eval"
         if spec.allocation == "layerwise":  # the only allocation that reads the per-layer rates
             identity["pruning"] = changed_fields(config.pruning)
         folder = method_experiment(config, runtime, "pai", identity, method=name)
@@ -98,7 +120,7 @@ def pai_jobs(config: RunConfig, names: list[str], densities: list[float], reps: 
         for rep in reps:
             for d in densities:
                 base = relative(store.density_dir(store.seed_dir(folder, rep.seed), d), runtime)
-                params = {"rep": rep, "method": name, "spec": spec, "density": d}
+                params = {"rep": rep, "method": name, "spec": spec, "density": d, "score_mode": score_mode}
                 jobs.append(Job("pai", base, {**params, "check": None}, label=f"seed {rep.seed} {name} d={d:g}"))
                 for c in checks_for(name, checks):
                     jobs.append(Job("pai", store.check_dir(Path(base), c).as_posix(), {**params, "check": c},
@@ -145,11 +167,16 @@ def run_pai(job: Job, rt: Runtime) -> None:
             chosen = inverted
         else:
             chosen = scorer
+        mode = p.get("score_mode", "train")
+        model.train(mode == "train")
         mask = prune(model, density=density, scorer=chosen, allocation=spec.allocation, hp=config.pruning,
                      batch=scoring_batch(spec, data, config.training.batch_size, derive_seed(draw, "batch")),
                      schedule=spec.schedule, rounds=spec.rounds, generator=torch.Generator().manual_seed(draw))
+        model.train()
     info = {"method": p["method"], "variant": f"check_{check}" if check else "ticket", "requested_density": density,
             "level": 0, "rewind_step": 0, "seed": rep.seed, "seeds": rep.seeds}
+    if not spec.random and mode_dependent(model):  # the mode its mask was scored in (the reinit check's too)
+        info["score_mode"] = p.get("score_mode", "train")
     run_training(rt.path(job.folder), model=model, data=data, training=config.training, mask=mask, start=start,
                  start_step=0, data_seed=rep.seeds["data"], budget=budget, info=info, label=job.describe(),
                  progress=rt.progress, checkpoint_every=rt.options.checkpoint_every)

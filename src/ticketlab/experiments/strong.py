@@ -2,7 +2,7 @@
 large_final_same_sign mask applied to the untrained network (training/supermask.py does the learning).
 
 Job kind `strong`: `strong_<h>/seed_<s>/level_0/` with h = the dense experiment's identity (data, model,
-training recipe, numerics) + the method's settings (method, k, frozen-weight init, scale-fan); one
+training recipe, numerics) + the method's settings (method, k, frozen-weight init, scale-fan and its rule); one
 experiment per k. The folder holds what any ticket holds: mask.safetensors, init.safetensors (the frozen
 weights the mask applies to), final.safetensors (the same weights; batch-norm running statistics as they
 ended), metrics.json and summary.json, with the ticket doctor's findings; so `ticketlab export --level 0`
@@ -68,7 +68,10 @@ def strong_jobs(config: RunConfig, spec: StrongSpec, ks: list[float], reps: list
         jobs += [j for rep in reps for j in level_jobs(rep, 0)]
     for k in ks:
         method = dataclasses.replace(spec, k=k)
-        identity = {"dense": dense_id, "strong": dataclasses.asdict(method)}
+        settings = dataclasses.asdict(method)
+        if settings["scale_fan_rule"] == "kept":  # the rule before there were two: its folders keep their names
+            settings.pop("scale_fan_rule")
+        identity = {"dense": dense_id, "strong": settings}
         if config.dataset.augment != "none" and method.method != "lfss":
             # learned strong tickets ignored augmentation before they ran on the one loop: runs stored then
             # say augment but trained without it, so augmented runs get new folders (the others keep theirs)
@@ -121,7 +124,8 @@ def run_strong_job(job: Job, rt: Runtime) -> None:
     store.save_weights(folder / store.FINAL, model)
     store.write_json(folder / store.METRICS, result.evals)
     summary = {"method": spec.method, "variant": "ticket", "k": spec.k, "weights": spec.weights,
-               "scale_fan": spec.scale_fan, "level": 0, "rewind_step": 0, "start_step": 0, "seed": rep.seed,
+               "scale_fan": spec.scale_fan, "scale_fan_rule": spec.scale_fan_rule, "level": 0, "rewind_step": 0,
+               "start_step": 0, "seed": rep.seed,
                "seeds": rep.seeds, "data_seed": rep.seeds["data"], "density": mask.density(),
                "layer_density": mask.layer_density(), "layer_counts": mask.counts(), "status": "ok",
                **summary_of(result),
@@ -141,7 +145,8 @@ def finish_diverged(folder: Path, rep: Replicate, spec: StrongSpec, d: Diverged,
           file=sys.stderr)
     store.write_json(folder / store.METRICS, d.evals)
     summary = {"method": spec.method, "variant": "ticket", "k": spec.k, "weights": spec.weights,
-               "scale_fan": spec.scale_fan, "level": 0, "rewind_step": 0, "start_step": 0, "seed": rep.seed,
+               "scale_fan": spec.scale_fan, "scale_fan_rule": spec.scale_fan_rule, "level": 0, "rewind_step": 0,
+               "start_step": 0, "seed": rep.seed,
                "seeds": rep.seeds, "data_seed": rep.seeds["data"], "density": None, "status": DIVERGED,
                "diverged_at_step": d.step, "diverged_because": d.reason,
                **dict.fromkeys(ACCURACIES),
@@ -164,9 +169,10 @@ class StrongPlan:
     replicates: int = 1
     weights: str = "own"  # the frozen weights' init
     scale_fan: bool = False
+    scale_fan_rule: str = "kept"  # training.supermask.SCALE_FAN_RULES
 
     def specs(self) -> list[StrongSpec]:
-        return [StrongSpec(self.method, k, self.weights, self.scale_fan) for k in self.ks]
+        return [StrongSpec(self.method, k, self.weights, self.scale_fan, self.scale_fan_rule) for k in self.ks]
 
 
 def _validate(plan: StrongPlan) -> None:
@@ -197,7 +203,8 @@ STRONG = register_experiment(Experiment(
 
 
 def run_strong(config: RunConfig, method: str, ks: list[float], *, replicates: int = 1, weights: str = "own",
-               scale_fan: bool = False, **keywords: Any) -> StrongResult:
+               scale_fan: bool = False, scale_fan_rule: str = "kept", **keywords: Any) -> StrongResult:
     """Learn (or read back) a strong ticket at each k (the fraction of weights KEPT per layer) for each
     replicate; keyword arguments as for run_study. The training recipe is config.training (cosine LR)."""
-    return drive(STRONG, StrongPlan(config, method, tuple(ks), replicates, weights, scale_fan), **keywords)
+    return drive(STRONG, StrongPlan(config, method, tuple(ks), replicates, weights, scale_fan, scale_fan_rule),
+                 **keywords)

@@ -25,11 +25,13 @@ from .structure import apply_budget
 
 
 def prune(model: nn.Module, mask: Mask | None = None, *, density: float, scorer: str | Scorer = "magnitude",
-          allocation: str | Allocation = "layerwise", hp: PruningHparams = PruningHparams(),
+          allocation: str | Allocation = "global", hp: PruningHparams = PruningHparams(),
           batch: Batch | None = None, schedule: str | Schedule = "oneshot", rounds: int = 1,
           generator: torch.Generator | None = None) -> Mask:
     """The mask at `density` (fraction of all prunable weights kept), pruned from `mask` (None: all kept).
-    `generator` feeds random scorers (None: a CPU generator seeded 0, so a call is reproducible)."""
+    `allocation` defaults to one global ranking, as `compare` prunes at initialisation and as Synaptic-Flow
+    does; IMP's levels pass their config's strategy (the LTH paper's is layer-wise). `generator` feeds random
+    scorers (None: a CPU generator seeded 0, so a call is reproducible)."""
     mask = Mask.ones(model) if mask is None else mask
     mask.check_matches(model)
     check_density(density)

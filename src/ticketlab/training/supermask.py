@@ -46,6 +46,11 @@ from .policy import MaskPolicy, register_policy
 
 METHODS = ("edge-popup", "supermask", "lfss")
 WEIGHTS = ("own", "signed_constant")
+# --scale-fan: the signed constant computed with a fan that counts only part of the inputs. "kept" (the
+# paper, Ramanujan et al. 2020: the fan of the weights kept, fan_in * k, i.e. sqrt(2 / fan_in) / sqrt(k)) or
+# "hidden-networks" (its code: fan_in * (1 - prune_rate), which is fan_in * (1 - k), i.e. / sqrt(1 - k)).
+# At k = 0.3 the two differ by 1.53x.
+SCALE_FAN_RULES = ("kept", "hidden-networks")
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,8 @@ class StrongSpec:
     method: str = "edge-popup"  # edge-popup | supermask | lfss (large_final_same_sign)
     k: float = 0.5  # edge-popup, lfss: fraction of each layer's weights KEPT; supermask: starting keep prob.
     weights: str = "own"  # own (the model's init) | signed_constant (sign(w) sqrt(2 / fan_in))
-    scale_fan: bool = False  # signed_constant / sqrt(k): edge-popup's --scale-fan
+    scale_fan: bool = False  # signed_constant scaled by its fan of kept inputs: edge-popup's --scale-fan
+    scale_fan_rule: str = "kept"  # SCALE_FAN_RULES: the paper's fan (default) or its code's
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -65,6 +71,13 @@ class StrongSpec:
         if self.scale_fan and self.weights != "signed_constant":
             raise TicketlabError("--scale-fan scales the signed-constant weights: it needs --weights signed_constant "
                                  f"(got --weights {self.weights})")
+        if self.scale_fan_rule not in SCALE_FAN_RULES:
+            raise TicketlabError(f"unknown --scale-fan-rule {self.scale_fan_rule!r}; choose from: "
+                                 f"{', '.join(SCALE_FAN_RULES)}")
+        if self.scale_fan_rule != "kept" and not self.scale_fan:
+            raise TicketlabError("--scale-fan-rule has no effect here: it applies only with --scale-fan")
+        if self.scale_fan and self.scale_fan_rule == "hidden-networks" and self.k >= 1:
+            raise TicketlabError("--scale-fan-rule hidden-networks divides by sqrt(1 - k): it needs k < 1")
 
 
 def kept_count(n: int, k: float) -> int:
@@ -82,13 +95,20 @@ def fan_in(weight: torch.Tensor) -> int:
     return weight[0].numel()
 
 
+def scaled_fan(spec: StrongSpec) -> float:
+    """The factor --scale-fan applies to fan_in in the signed constant's sqrt(2 / fan): 1 without it."""
+    if not spec.scale_fan:
+        return 1.0
+    return spec.k if spec.scale_fan_rule == "kept" else 1.0 - spec.k
+
+
 def prepare_frozen(model: nn.Module, spec: StrongSpec) -> nn.Module:
     """In place: the frozen weights of `spec` (signed constant or the model's own), non-affine batch norm,
     every parameter requires_grad False. Returns the model."""
     with torch.no_grad():
         if spec.weights == "signed_constant":
             for w in prunable(model).values():
-                scale = math.sqrt(2.0 / fan_in(w)) / (math.sqrt(spec.k) if spec.scale_fan else 1.0)
+                scale = math.sqrt(2.0 / fan_in(w)) / math.sqrt(scaled_fan(spec))  # as before rules: bit for bit
                 w.copy_(torch.sign(w) * scale)
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
