@@ -194,3 +194,16 @@ def test_cli_sweep_writes_its_report_then_fails_in_one_line_when_levels_were_not
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("ticketlab: error: 1 job(s) diverged and 1 not run") and "Traceback" not in out.stderr
     assert (tmp_path / "rep" / "sweep.md").is_file() and "not run" in (tmp_path / "rep" / "sweep.md").read_text()
+
+
+def test_a_setting_that_applies_at_some_points_only_is_kept_there_and_refused_where_it_applies_nowhere():
+    layers = {"dataset": {"name": "synthetic", "val_size": 500}, "model": {"name": "mlp_16"},
+              "training": {"train_steps": 20, "momentum": 0.9}}
+    sweep = plan_sweep(layers, {"training.optimizer": ["adam", "sgd"]})
+    momentum = {p["training.optimizer"]: sweep.config(p).training.momentum for p in sweep.points}
+    assert momentum == {"adam": 0.0, "sgd": 0.9}  # reset where it has no effect: adam's folder is adam's own
+    with pytest.raises(TicketlabError, match="--momentum .* has no effect here: it applies only with --optimizer"):
+        plan_sweep(layers, {"model.width": ["1", "2"]})  # no point uses sgd
+    plain = {k: v for k, v in layers.items() if k != "training"}
+    with pytest.raises(TicketlabError, match="--momentum"):
+        plan_sweep(plain, {"training.momentum": ["0", "0.9"]})  # a swept value without effect: never dropped

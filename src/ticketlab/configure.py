@@ -56,6 +56,14 @@ def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None,
 SECTIONS = ("dataset", "model", "training", "pruning", "lottery")
 
 
+class NoEffect(TicketlabError):
+    """A setting the user gave where it has no effect (check_applies); `key` = (section, field)."""
+
+    def __init__(self, message: str, key: tuple[str, str]):
+        super().__init__(message)
+        self.key = key
+
+
 def check_applies(config: RunConfig, given: dict[str, Any]) -> RunConfig:
     """The one rule for settings that act only with another (settings.Setting.applies): a value `given` by
     the user where it has no effect is refused in one line; one a model's preset set is put back to its
@@ -67,8 +75,8 @@ def check_applies(config: RunConfig, given: dict[str, Any]) -> RunConfig:
             if rule is None or getattr(values, f.name) == f.default or rule[1](config):
                 continue
             if f.name in (given.get(section) or {}):
-                raise TicketlabError(f"--{flag_name(f)} ({section}.{f.name} = {getattr(values, f.name)!r}) has no "
-                                     f"effect here: it applies only {rule[0]}")
+                raise NoEffect(f"--{flag_name(f)} ({section}.{f.name} = {getattr(values, f.name)!r}) has no "
+                               f"effect here: it applies only {rule[0]}", (section, f.name))
             reset[f.name] = f.default
         if reset:
             config = dataclasses.replace(config, **{section: dataclasses.replace(values, **reset)})

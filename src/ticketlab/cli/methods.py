@@ -143,7 +143,7 @@ def sweep(args: argparse.Namespace) -> int:
         raise TicketlabError(f"--tolerance must be in [0, 1), got {args.tolerance}")
     over = parse_over(args.over)
     layers = config_layers(args, "lottery")  # unresolved: each point resolves its epochs for its own data
-    config = build_config(layers)
+    config = build_config(layers, given={})  # a setting may apply at some points only: plan_sweep checks each
     plan_sweep(layers, over, config.lottery.levels)  # every point checked before anything is written
     check_replicates(args.replicates)
     out = Path(args.report_dir or f"sweep_{config.model.name}_{config.dataset.name}")

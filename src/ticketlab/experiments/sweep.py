@@ -33,7 +33,7 @@ import torch
 
 from .. import store
 from ..config import SECTIONS, RunConfig, merge
-from ..configure import build_config
+from ..configure import NoEffect, build_config
 from ..data import DataSplits
 from ..errors import TicketlabError
 from ..jobs import Job, Runtime
@@ -61,7 +61,7 @@ class Sweep:
     def config(self, point: dict[str, Any]) -> RunConfig:
         """The point's config: from the layers when the sweep has them (epochs resolved for the point)."""
         assert self.base is not None
-        return point_config(self.layers if self.layers is not None else self.base, point)
+        return point_config(self.layers if self.layers is not None else self.base, point, set())  # checked
 
 
 def parse_over(specs: list[str]) -> dict[str, list[str]]:
@@ -94,20 +94,35 @@ def check_setting(key: str) -> tuple[str, str]:
     return section, name
 
 
-def point_config(base: RunConfig | dict[str, Any], point: dict[str, Any]) -> RunConfig:
+def point_config(base: RunConfig | dict[str, Any], point: dict[str, Any],
+                 without_effect: set[tuple[str, str]] | None = None,
+                 only: set[tuple[str, str]] | None = None) -> RunConfig:
     """`base` with the point's settings, coerced and validated as a TOML file's would be.
 
     `base` as config layers (a dict, durations as the user gave them): built with build_config from the layers
     plus the point, so epochs ("2ep") become steps for the point's data size and batch size. `base` as a
     RunConfig: its durations are already step counts and stay so at every point (every field is given, so
-    the model's preset changes nothing either)."""
+    the model's preset changes nothing either). A setting given where it has no effect at this point (momentum
+    at an adam point) is refused, or with `without_effect` reset and added to it; `only`: the settings the
+    applies rule treats as given (default all)."""
     layers: dict[str, Any] = {}
     for key, value in point.items():
         section, name = check_setting(key)
         layers.setdefault(section, {})[name] = value
-    if isinstance(base, RunConfig):
-        return build_config(merge(base.to_dict(), layers))
-    return build_config(merge(base, layers))
+    merged = merge(base.to_dict() if isinstance(base, RunConfig) else base, layers)
+    given = merge(merged)
+    if only is not None:  # the user's word on these settings alone
+        given = {k: {n: v for n, v in val.items() if (k, n) in only} for k, val in given.items()
+                 if isinstance(val, dict)}
+    while True:  # a setting that has no effect at this point (momentum at an adam point): reset here, noted
+        try:
+            return build_config(merged, given=given)
+        except NoEffect as e:
+            if without_effect is None or e.key[1] in layers.get(e.key[0], {}):  # a swept value: always said
+                raise
+            without_effect.add(e.key)
+            given = {k: ({n: v for n, v in val.items() if (k, n) != e.key} if isinstance(val, dict) else val)
+                     for k, val in given.items()}
 
 
 def plan_sweep(base: RunConfig | dict[str, Any], over: dict[str, list[Any]], levels: int = 0) -> Sweep:
@@ -138,19 +153,24 @@ def plan_sweep(base: RunConfig | dict[str, Any], over: dict[str, list[Any]], lev
                 raise TicketlabError(f"{key} is swept (--over) and also set to {base[section][name]!r} (a flag or "
                                      "the config file): give it once")
         layers = merge(base, {"kind": kind, "lottery": {"levels": levels}})
-        base = build_config(layers)
+        base = point_config(layers, {}, set())  # checked point by point below
     else:
         raise TicketlabError(f"a sweep's base must be a RunConfig or config layers (a dict), got {base!r}")
     points, axes = [], {k: [] for k in over}
+    idle: list[set[tuple[str, str]]] = []  # per point: the given settings without effect there
     for combo in itertools.product(*over.values()):
         raw = dict(zip(over, combo))
-        config = point_config(layers if layers is not None else base, raw)
+        idle.append(set())
+        config = point_config(layers if layers is not None else base, raw, idle[-1])
         point = {k: _value(config, k) for k in over}
         for k, v in point.items():
             if v not in axes[k]:
                 axes[k].append(v)
         if point not in points:  # e.g. 0.5 and 0.50: one point
             points.append(point)
+    if idle and (nowhere := set.intersection(*idle)):  # without effect at every point: the plain rule's line
+        first = dict(zip(over, next(itertools.product(*over.values()))))
+        point_config(layers if layers is not None else base, first, only=nowhere)
     return Sweep(axes, points, levels=levels, base=base, layers=layers)
 
 
