@@ -200,3 +200,60 @@ def test_a_strong_ticket_that_diverges_is_stored_as_diverged_and_said_in_one_lin
     assert summary["diverged_at_step"] >= 0 and not (summary_file.parent / "mask.safetensors").exists()
     assert main(argv) == 2  # read back, not trained again
     assert "diverged at step" not in "\n".join(capsys.readouterr().err.splitlines()[:-1])
+
+
+def test_hidden_networks_rounding_is_getsubnet_s_count():
+    # GetSubnet: j = int((1 - k) n) scores set to 0, the other n - j kept
+    for n, k in ((1001, 0.3), (10, 0.3), (2500, 0.0204), (200, 0.0204), (7, 0.5), (100, 0.05)):
+        assert kept_count(n, k, "hidden-networks") == max(1, n - int((1 - k) * n))
+    assert (kept_count(1001, 0.3), kept_count(1001, 0.3, "hidden-networks")) == (300, 301)  # 300.3: one more
+    assert (kept_count(200, 0.0204), kept_count(200, 0.0204, "hidden-networks")) == (4, 5)
+    model = prepare_frozen(_bn_net(), StrongSpec(k=0.3))
+    net = MaskedNet(model, StrongSpec(k=0.3, rounding="hidden-networks"), torch.Generator().manual_seed(0))
+    assert net.binary_mask().counts() == {"0.weight": 128 - int(0.7 * 128), "3.weight": 48 - int(0.7 * 48)}
+    with pytest.raises(TicketlabError, match="no effect on supermask"):
+        StrongSpec("supermask", rounding="hidden-networks").check()
+
+
+def test_bias_mask_is_a_top_k_over_biases_that_learns_and_leaves_weight_scores_as_they_were():
+    model = prepare_frozen(_bn_net(), StrongSpec(k=0.3))
+    plain = MaskedNet(model, StrongSpec(k=0.3), torch.Generator().manual_seed(0))
+    net = MaskedNet(model, StrongSpec(k=0.3, bias_mask=True), torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(plain.scores, net.scores))  # bias scores drawn after
+    assert net.biases == {"0.weight": "0.bias", "3.weight": "3.bias"}
+    for s, fan in zip(net.bias_scores, (8, 16)):  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as a layer's bias
+        assert float(s.detach().abs().max()) <= 1 / math.sqrt(fan)
+    masks = net.binary_bias_mask()
+    assert {k: int(v.sum()) for k, v in masks.items()} == {"0.bias": kept_count(16, 0.3), "3.bias": kept_count(3, 0.3)}
+    data = _data()
+    params = dict(model.named_parameters())
+    weights = {k: params[k] * m.float() for k, m in net.binary_mask().tensors.items()}
+    biases = {k: params[k] * m.float() for k, m in masks.items()}
+    expected = torch.func.functional_call(model, {**weights, **biases}, (data.test_x,))
+    assert torch.allclose(net(data.test_x), expected)
+    nn.functional.cross_entropy(net(data.train_x), data.train_y).backward()
+    assert all(s.grad is not None and bool((s.grad != 0).any()) for s in net.bias_scores)  # straight-through
+    with pytest.raises(TicketlabError, match="does not apply to supermask"):
+        StrongSpec("supermask", bias_mask=True).check()
+
+
+def test_bias_mask_runs_store_the_masks_and_zero_the_masked_biases(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    common = ["--dataset", "synthetic", "--model", "mlp_32_16", "--val-size", "500", "--train-steps", "20",
+              "--eval-every", "10", "--batch-size", "32",
+              "--k", "0.3", "--threads", "1", "--quiet", "--out", str(runs)]
+    assert main(["strong", *common, "--bias-mask", "--rounding", "hidden-networks",
+                 "--report-dir", str(tmp_path / "a")]) == 0
+    assert main(["strong", *common, "--report-dir", str(tmp_path / "b")]) == 0
+    jobs = sorted(runs.glob("strong_*/seed_0/level_0"))
+    assert len(jobs) == 2  # the two settings, two folders
+    job = next(j for j in jobs if (j / "bias_mask.safetensors").exists())
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["bias_mask"] and summary["rounding"] == "hidden-networks"
+    from safetensors.torch import load_file
+    masks, final, init = (load_file(job / f) for f in ("bias_mask.safetensors", "final.safetensors",
+                                                       "init.safetensors"))
+    assert {k: int(v.sum()) for k, v in masks.items()} == summary["bias_counts"]
+    for name, m in masks.items():
+        assert torch.equal(final[name], init[name] * m.to(init[name].dtype))
+        assert int(m.sum()) == kept_count(m.numel(), 0.3, "hidden-networks")

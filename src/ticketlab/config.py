@@ -32,6 +32,7 @@ MODEL_CHOICES = registry("ticketlab.models:MODEL_NAMES")
 DATASET_CHOICES = registry("ticketlab.data:DATASETS")
 ALLOCATION_CHOICES = registry("ticketlab.pruning:ALLOCATIONS")
 INIT_CHOICES = registry("ticketlab.models:INITS")
+PRESET_INIT = "preset"  # model.init, model.bias_init: the model's preset's, else the LTH paper's (models.registry)
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,31 @@ class DatasetHparams:
 class ModelHparams:
     name: str = setting("lenet_300_100", "the network (a registered model; <..>: a family of names)",
                         flag="model", choices=MODEL_CHOICES, check_choices=False)
-    init: str = setting("glorot_normal", "initial weights' distribution (the paper's: Gaussian Glorot)",
-                        choices=INIT_CHOICES, check_choices=False, preset=True)
+    # "preset": the model's preset init, else glorot_normal (the paper's Gaussian Glorot), resolved where the
+    # weights are drawn (models.build_model), so ModelHparams("cifar_resnet_20") draws what the CLI draws
+    init: str = setting(PRESET_INIT, "initial weights' distribution: preset (the model's preset, else "
+                                     "glorot_normal, the paper's Gaussian Glorot) or one of the inits",
+                        choices=INIT_CHOICES, check_choices=False)
+    # "preset" as for init: the model's preset bias init (OpenLTH's cifar_resnet_*, cifar_vgg_*: fan_in_uniform),
+    # else zeros. The identity holds the resolved value and leaves zeros out (identity.model_fields), so every
+    # folder stored before this setting keeps its name and --bias-init zeros finds the OpenLTH presets' old ones
+    bias_init: str = setting(PRESET_INIT, "Linear/Conv biases: preset (the model's preset, else zeros), zeros (the "
+                                          "LTH paper's) or fan_in_uniform (U(-b, b), b = 1/sqrt(fan_in): PyTorch's "
+                                          "default, kept by OpenLTH); drawn after every weight, so a seed's weights "
+                                          "are the same under each",
+                             choices=registry("ticketlab.models.init:BIAS_CHOICES"),
+                             applies=("with a model whose weights are drawn (not a planted one)",
+                                      lambda c: not c.model.name.startswith("planted_")))
     dropout: float = setting(0.0, "dropout on the hidden fully connected layers")
     width: float = setting(1.0, "multiplies every hidden width / channel count (rounded, at least 1): width "
                                 "sweeps")
+    planted_output: str = setting("scaled", "how a planted network's output units are planted: scaled (Plant 'n' "
+                                            "Seek's: found and scaled like the hidden units, so the planted "
+                                            "weights keep the init's scale and the ticket computes the target up "
+                                            "to a positive factor per output) or exact (factor 1: the target's "
+                                            "own output weights, up to 1e4 on circle)",
+                                  choices=registry("ticketlab.models.planted:OUTPUTS"),
+                                  applies=("with a planted model", lambda c: c.model.name.startswith("planted_")))
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,30 @@ class PruningHparams:
                                                              "flag)", cli=False)
     ignore: tuple[str, ...] = setting((), "comma list of parameter names never pruned (e.g. fc.weight)",
                                       preset=True)
+    # How IMP's pooled levels count (pruning.allocation.ladder_density). The OpenLTH presets (cifar_resnet_*,
+    # cifar_vgg_*) set openlth; the default keeps every stored folder's meaning.
+    COUNTINGS = ("ticketlab", "openlth")
+    counting: str = setting("ticketlab", "how many weights each IMP level prunes with a pooled strategy: ticketlab "
+                                         "(the rate of the non-ignored layers' weights, closed form round(n (1 - "
+                                         "rate)^L), as the LTH paper) or openlth (OpenLTH's sparse_global: "
+                                         "ceil(rate x every remaining prunable weight, ignored layers included) + 1 "
+                                         "per level)",
+                            flag="prune_counting", choices=COUNTINGS, preset=True,
+                            applies=("with a pooled strategy (not layerwise)",
+                                     lambda c: c.pruning.strategy != "layerwise"))
+    # How a density becomes a count wherever ticketlab prunes (every allocation, each round of a schedule).
+    ROUNDINGS = ("nearest", "synaptic-flow")
+    rounding: str = setting("nearest", "how a density d becomes the weights a group of n keeps: nearest (round(d "
+                                       "n), halves up) or synaptic-flow (n - int((1 - d) n): Synaptic-Flow's and "
+                                       "sparse_to_sparse's kthvalue count, one more weight wherever the fraction "
+                                       "of d n is below a half)",
+                            flag="prune_rounding", choices=ROUNDINGS)
+
+    def __post_init__(self) -> None:  # a TOML or Python value outside the choices, said before anything runs
+        for name, allowed in (("counting", self.COUNTINGS), ("rounding", self.ROUNDINGS)):
+            if getattr(self, name) not in allowed:
+                raise TicketlabError(f"pruning.{name} must be one of {', '.join(allowed)}, "
+                                     f"got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

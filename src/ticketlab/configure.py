@@ -21,6 +21,7 @@ from .config import (DatasetHparams, ModelHparams, RunConfig, TrainingHparams, _
 from .data import DATASETS, noise
 from .errors import TicketlabError
 from .models import construct, find_model, preset_for
+from .models.init import BIAS_CHOICES, check_bias_init
 from .pruning import ALLOCATIONS, layer_rates, layers_of, round_half_up
 from .seeds import check_seed
 from .settings import flag_name, setting_of
@@ -50,6 +51,7 @@ def build_config(overrides: dict[str, Any], steps_per_epoch: int | None = None,
     else:
         config = config_from_layers(layers, steps_per_epoch)
     check_strategy(config.pruning.strategy)
+    check_bias_init(config.model.bias_init, BIAS_CHOICES)  # a TOML or Python value: said before anything runs
     return check_applies(config, overrides if given is None else given)
 
 

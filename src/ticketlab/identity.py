@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import RunConfig
+from .config import ModelHparams, RunConfig
+from .models.registry import resolved
 
 
 def digest(obj: Any, length: int = 16) -> str:
@@ -46,10 +47,13 @@ def changed_fields(section: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def model_signature(model: nn.Module) -> dict[str, Any]:
-    """What a module is: its class and the names, shapes and dtypes of its parameters and buffers."""
+    """What a module is: its class, the names, shapes and dtypes of its parameters and buffers, and the version
+    of its construction where its weights are built, not drawn (models/planted.py)."""
     cls = type(model)
     tensors = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in model.state_dict().items()]
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "tensors": digest(tensors)}
+    signature = {"class": f"{cls.__module__}.{cls.__qualname__}", "tensors": digest(tensors)}
+    construction = getattr(model, "construction", None)  # a model whose weights are a construction: its version
+    return signature if construction is None else {**signature, "construction": construction}
 
 
 def numerics(device: torch.device, threads: int, population: str | int | None = None) -> dict[str, Any]:
@@ -60,10 +64,27 @@ def numerics(device: torch.device, threads: int, population: str | int | None = 
     return out if population is None else {**out, "population": population}
 
 
+# Model settings whose default, "preset", resolves per model (models.registry.resolved): the identity holds the
+# resolved value and leaves it out where it is the value that was the default before "preset" existed. So a
+# folder is named by what is drawn (ModelHparams("cifar_resnet_20") and the CLI name the same one), and every
+# folder stored before keeps its name (--bias-init zeros finds the OpenLTH presets' zero-bias runs).
+RESOLVED_DEFAULTS = {"init": "glorot_normal", "bias_init": "zeros"}
+
+
+def model_fields(hp: ModelHparams) -> dict[str, Any]:
+    """changed_fields of `hp` with its "preset" values resolved, left out where they resolve to the old default."""
+    drawn = resolved(hp)
+    out = changed_fields(drawn)
+    for name, old in RESOLVED_DEFAULTS.items():
+        if getattr(drawn, name) == old:
+            out.pop(name, None)
+    return out
+
+
 def dense_identity(config: RunConfig, data_fingerprint: str, model: dict[str, Any],
                    numeric: dict[str, Any]) -> dict[str, Any]:
     return {"data": {**changed_fields(config.dataset), "name": config.dataset.name, "fingerprint": data_fingerprint},
-            "model": {**changed_fields(config.model), "name": config.model.name, **model},
+            "model": {**model_fields(config.model), "name": config.model.name, **model},
             "training": changed_fields(config.training), "numerics": numeric}
 
 

@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import merge
+from ..config import ModelHparams, merge
 from ..configure import build_config
 from ..errors import TicketlabError
-from ..training.supermask import METHODS as STRONG_METHODS, SCALE_FAN_RULES
+from ..models.planted import OUTPUTS as PLANTED_OUTPUTS
+from ..settings import setting_of
+from ..training.supermask import METHODS as STRONG_METHODS, ROUNDINGS as STRONG_ROUNDINGS, SCALE_FAN_RULES
 from .flags import add_run_flags, config_layers, refuse_given
 from .runtime import check_out, check_replicates, launch_from_args
 from .tables import print_report
@@ -27,7 +29,8 @@ def add_parsers(sub: Any) -> None:
 
     cp.add_argument("--methods", default="imp,snip,grasp,synflow,magnitude,random,random-erk",
                     help=f"comma list of imp; pruning at init and random masks: {', '.join(PAI)}; sparse from the "
-                    f"start: {', '.join(DYNAMIC)}; early-bird, early-bird-channel (models with batch norm) "
+                    f"start: {', '.join(DYNAMIC)}; early-bird, early-bird-channel (models with batch norm; its "
+                    "density is the fraction of BN channels kept) "
                     "(default: imp,snip,grasp,synflow,magnitude,random,random-erk)")
     cp.add_argument("--densities", default="0.2,0.05,0.01", help="fractions of weights KEPT, each in (0, 1) "
                     "(default 0.2,0.05,0.01); IMP is read at its nearest ladder level")
@@ -62,6 +65,11 @@ def add_parsers(sub: Any) -> None:
                     "inputs (edge-popup's --scale-fan; the rule: --scale-fan-rule)")
     sp.add_argument("--scale-fan-rule", choices=list(SCALE_FAN_RULES), default="kept", help="kept (default, the "
                     "paper: sqrt(2 / (fan_in k))) or hidden-networks (its code: sqrt(2 / (fan_in (1 - k))))")
+    sp.add_argument("--bias-mask", action="store_true", help="edge-popup: a top-k mask over each layer's biases too, "
+                    "with the same k (Plant 'n' Seek's edge-popup)")
+    sp.add_argument("--rounding", choices=list(STRONG_ROUNDINGS), default="nearest", help="weights a layer of n keeps "
+                    "at k: nearest (default, round(k n), at least 1) or hidden-networks (its GetSubnet: "
+                    "n - int((1 - k) n))")
     sp.add_argument("--report-dir", help="report folder, outside the run store (default ./strong_<method>_<model>)")
     sp.set_defaults(handler=strong)
     pl = sub.add_parser("plant", help="plant a known ticket (Plant 'n' Seek) in a He-initialised MLP; store it")
@@ -69,6 +77,8 @@ def add_parsers(sub: Any) -> None:
     pl.add_argument("--depth", type=int, default=5, help="layers of neurons, input and output included (default 5)")
     pl.add_argument("--width", type=int, default=50, help="hidden width (default 50)")
     pl.add_argument("--seed", type=int, default=0, help="the replicate seed whose init stream draws it (default 0)")
+    pl.add_argument("--planted-output", choices=list(PLANTED_OUTPUTS), default="scaled",
+                    help=setting_of(ModelHparams.__dataclass_fields__["planted_output"]).help + " (default scaled)")
     pl.add_argument("--out", default=None, help="run store root (default ./runs or $TICKETLAB_RUNS)")
     pl.add_argument("--json", action="store_true", help="print the record as JSON")
     pl.set_defaults(handler=plant)
@@ -82,6 +92,9 @@ def add_parsers(sub: Any) -> None:
     sk.add_argument("--methods", default="imp,snip,grasp,synflow,random,edge-popup",
                     help="comma list of imp, snip, grasp, synflow, random, magnitude, edge-popup")
     sk.add_argument("--densities", default="0.2,0.05,0.0204,0.01", help="fractions of weights KEPT, each in (0, 1)")
+    sk.add_argument("--edge-popup-biases", action=argparse.BooleanOptionalAction, default=True,
+                    help="edge-popup also learns a top-k mask over biases with the same k, as Plant 'n' Seek's does "
+                         "(default on)")
     sk.add_argument("--report-dir", help="report folder, outside the run store (default ./seek_<task>_<depth>_<width>)")
     sk.set_defaults(handler=seek)
 
@@ -177,7 +190,8 @@ def strong(args: argparse.Namespace) -> int:
     out = Path(args.report_dir or f"strong_{args.method}_{config.model.name}_{config.dataset.name}")
     check_report_dir(out)
     result = run_strong(config, args.method, ks, replicates=args.replicates, weights=args.weights,
-                        scale_fan=args.scale_fan, scale_fan_rule=args.scale_fan_rule, **launch.keywords())
+                        scale_fan=args.scale_fan, scale_fan_rule=args.scale_fan_rule, bias_mask=args.bias_mask,
+                        rounding=args.rounding, **launch.keywords())
     info = dataset_info(config.dataset.name)
     files = write_report(result.rows, out, f"{args.method} on {config.model.name} / {config.dataset.name} "
                          f"(weights {args.weights}{', scale-fan ' + args.scale_fan_rule if args.scale_fan else ''})",
@@ -198,13 +212,17 @@ def plant(args: argparse.Namespace) -> int:
 
     check_seed(args.seed)
     check_out(args.out or DEFAULT_ROOT)
-    record = plant_record(args.task, args.depth, args.width, args.seed, args.out or DEFAULT_ROOT)
+    record = plant_record(args.task, args.depth, args.width, args.seed, args.out or DEFAULT_ROOT,
+                          args.planted_output)
     if args.json:
         print(json.dumps(record, indent=2))
     else:
         print(f"planted {args.task}, depth {args.depth}, width {args.width}, seed {args.seed}: "
               f"{record['planted_weights']} of {record['weights']} weights ({100 * record['density']:.3g}%); "
-              f"planted subnetwork vs target: max |difference| {record['subnetwork_vs_target_max_abs']:.3g}")
+              f"planted subnetwork / output scale vs target: max |difference| "
+              f"{record['subnetwork_vs_target_max_abs']:.3g}")
+        print(f"output scale ({record['planted_output']}): {', '.join(f'{c:.3g}' for c in record['output_scale'])}; "
+              f"largest planted weight per layer: {', '.join(f'{w:.3g}' for w in record['largest_planted_weight'])}")
         print(f"record: {record['folder']}")
     return 0
 
@@ -230,7 +248,8 @@ def seek(args: argparse.Namespace) -> int:
     check_replicates(args.replicates)
     out = Path(args.report_dir or f"seek_{config.model.name.removeprefix('planted_')}")
     check_report_dir(out)
-    result = run_seek(config, methods, densities, replicates=args.replicates, **launch.keywords())
+    result = run_seek(config, methods, densities, replicates=args.replicates,
+                      edge_popup_biases=args.edge_popup_biases, **launch.keywords())
     files = write_report(result, out, f"Plant 'n' Seek: {args.task}, depth {args.depth}, width {width}")
     print_report(files, args.json, cut="![")
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .. import store
 from ..config import RunConfig
@@ -30,7 +31,7 @@ from ..identity import digest
 from ..jobs import Runtime
 from ..masks import Mask
 from ..models import build_model
-from ..models.planted import TASKS, construct, evaluate_layers, parse, planted_mask, recovery
+from ..models.planted import CONSTRUCTION, TASKS, construct, evaluate_layers, parse, planted_mask, recovery
 from ..pruning import layers_of
 from ..seeds import streams
 from ..training.evaluate import evaluate
@@ -44,25 +45,27 @@ from .registry import Experiment, Planned, check_densities, check_replicates, dr
 
 PLANTED = "planted.safetensors"
 SEEK_METHODS = ("imp", "snip", "grasp", "synflow", "random", "magnitude", "edge-popup")
-CONSTRUCTION = 1  # the planting's version: a change to models/planted.py that changes networks bumps it
 
 
 def model_name(task: str, depth: int, width: int) -> str:
     return f"planted_{task}_{depth}_{width}"
 
 
-def plant_record(task: str, depth: int, width: int, seed: int = 0, root: Path | str = store.DEFAULT_ROOT) -> dict[str, Any]:
+def plant_record(task: str, depth: int, width: int, seed: int = 0, root: Path | str = store.DEFAULT_ROOT,
+                 output: str = "scaled") -> dict[str, Any]:
     """Build (or read back) the planted network of `seed` (drawn from the seed's init stream, as the
-    replicate of that seed builds it) and its record; returns the record's summary (with "folder")."""
+    replicate of that seed builds it; `output`: the output layer's rule, model.planted_output) and its record;
+    returns the record's summary (with "folder")."""
     if task not in TASKS:
         raise TicketlabError(f"unknown planted task {task!r}; choose from: {', '.join(TASKS)}")
     name = model_name(task, depth, width)
     init_seed = streams(seed)["init"]
-    identity = {"model": name, "seed": seed, "init_seed": init_seed, "construction": CONSTRUCTION}
+    identity = {"model": name, "seed": seed, "init_seed": init_seed, "construction": CONSTRUCTION,
+                **({} if output == "scaled" else {"planted_output": output})}
     folder = store.experiment_dir(root, "planted", digest(identity))
     if store.is_done(folder):
         return {**store.read_summary(folder), "folder": str(folder)}
-    layers, masks, goal = construct(task, depth, width, init_seed)
+    layers, masks, goal, scale = construct(task, depth, width, init_seed, output)
     tensors: dict[str, torch.Tensor] = {}
     for i, ((w, b), m) in enumerate(zip(layers, masks)):
         tensors[f"layer{i}.weight"] = torch.from_numpy(w.T.copy()).float()
@@ -71,9 +74,11 @@ def plant_record(task: str, depth: int, width: int, seed: int = 0, root: Path | 
     for i, (w, b) in enumerate(goal):
         tensors[f"target{i}.weight"] = torch.from_numpy(w.T.copy()).float()
         tensors[f"target{i}.bias"] = torch.from_numpy(b.copy()).float()
+    tensors["output_scale"] = torch.from_numpy(scale.copy())
     test_x = dataset_info(task).load(None, False)[2].astype(np.float64)
     sub = [(w * m, b) for (w, b), m in zip(layers, masks)]
-    error = float(np.abs(evaluate_layers(sub, test_x) - evaluate_layers(goal, test_x)).max())
+    # the ticket computes output_scale x the target: divided out, as the reference evaluates it
+    error = float(np.abs(evaluate_layers(sub, test_x) / scale - evaluate_layers(goal, test_x)).max())
     planted = sum(int(m.sum()) for m in masks)
     total = sum(m.size for m in masks)
     store.record_experiment(folder, {"kind": "planted", "hash": digest(identity), "identity": identity}, provenance)
@@ -81,7 +86,11 @@ def plant_record(task: str, depth: int, width: int, seed: int = 0, root: Path | 
     summary = {**identity, "task": task, "depth": depth, "width": width, "planted_weights": planted,
                "weights": total, "density": planted / total,
                "planted_biases": sum(int((m.any(axis=0)).sum()) for m in masks),
-               "layer_planted": [int(m.sum()) for m in masks],
+               "layer_planted": [int(m.sum()) for m in masks], "planted_output": output,
+               "output_scale": scale.tolist(),
+               "largest_planted_weight": [float(np.abs(w[m]).max()) if m.any() else 0.0
+                                          for (w, _), m in zip(layers, masks)],
+               "largest_output": float(np.abs(evaluate_layers(layers, test_x)).max()),
                "subnetwork_vs_target_max_abs": error, "status": "ok"}
     store.finish_job(folder, summary)
     return {**summary, "folder": str(folder)}
@@ -114,6 +123,7 @@ class SeekPlan:
     methods: tuple[str, ...]  # SEEK_METHODS
     densities: tuple[float, ...]  # fractions of the weights kept
     replicates: int = 1
+    edge_popup_biases: bool = True  # edge-popup masks biases too, as Plant 'n' Seek's (StrongSpec.bias_mask)
 
     @property
     def regression(self) -> bool:
@@ -138,7 +148,7 @@ def _plan(plan: SeekPlan, runtime: Runtime) -> Planned:
     config = dataclasses.replace(plan.config, kind="lottery")
     methods, densities = plan.methods, list(plan.densities)
     seeds = [config.seed + r for r in range(plan.replicates)]
-    planted = [plant_record(*parse(config.model.name), s, runtime.root) for s in seeds]
+    planted = [plant_record(*parse(config.model.name), s, runtime.root, config.model.planted_output) for s in seeds]
     reps = resolve(config, seeds, runtime)
     jobs, imp_levels = [], {}
     if "imp" in methods:
@@ -151,13 +161,14 @@ def _plan(plan: SeekPlan, runtime: Runtime) -> Planned:
                       checks=())
     strong: list = []
     if "edge-popup" in methods:
-        _, strong = strong_jobs(config, StrongSpec("edge-popup", densities[0]), densities, reps, runtime)
+        spec = StrongSpec("edge-popup", densities[0], bias_mask=plan.edge_popup_biases)
+        _, strong = strong_jobs(config, spec, densities, reps, runtime)
     return Planned(jobs + pai + strong, (config, planted, reps, imp_levels, pai, strong))
 
 
 def _read(plan: SeekPlan, planned: Planned, runtime: Runtime) -> SeekResult:
     config, planted, reps, imp_levels, pai, strong = planned.layout
-    truth = {rep.seed: planted_mask(config.model.name, rep.seeds["init"]) for rep in reps}
+    truth = {rep.seed: planted_mask(config.model.name, rep.seeds["init"], config.model.planted_output) for rep in reps}
     rows = []
     for rep in reps:
         for d, level in imp_levels.items():
@@ -178,11 +189,13 @@ SEEK = register_experiment(Experiment(
 
 
 def run_seek(config: RunConfig, methods: list[str], densities: list[float], *, replicates: int = 1,
-             **keywords: Any) -> SeekResult:
+             edge_popup_biases: bool = True, **keywords: Any) -> SeekResult:
     """Run (or read back) each method at each density on the planted network of config.model.name
     (planted_<task>_<depth>_<width>), one planted network per replicate seed; keyword arguments as for
-    run_study. A job that could not run (built on a collapsed IMP level) is a "not run" row, said in notes."""
-    return drive(SEEK, SeekPlan(config, tuple(methods), tuple(densities), replicates), **keywords)
+    run_study. A job that could not run (built on a collapsed IMP level) is a "not run" row, said in notes.
+    `edge_popup_biases`: edge-popup masks each layer's biases too, with the same k (Plant 'n' Seek's)."""
+    return drive(SEEK, SeekPlan(config, tuple(methods), tuple(densities), replicates, edge_popup_biases),
+                 **keywords)
 
 
 def _row(method: str, requested: float, job: Path, truth: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -205,15 +218,31 @@ def _seed_folder(job: Path) -> Path:
     return next(p for p in (job, *job.parents) if p.name.startswith("seed_"))
 
 
+class _Unscaled(nn.Module):
+    """A planted network's outputs divided by its output scale: the target's outputs, from the planted ticket."""
+
+    def __init__(self, model: nn.Module, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.scale
+
+
 def planted_baseline(config: RunConfig, seed: int, data: DataSplits) -> dict[str, float | None]:
-    """The planted subnetwork alone (untrained) on the test set: its accuracy (or loss) as a reference."""
-    model = build_model(config.model, data.input_shape, data.num_classes, streams(seed)["init"]).to(data.test_x.device)
-    mask = planted_mask(config.model.name, streams(seed)["init"])
+    """The planted subnetwork alone (untrained) on the test set, its output scale divided out as the reference
+    evaluates it (tickets.net_eval): its accuracy (or loss) as a reference."""
+    init = streams(seed)["init"]
+    model = build_model(config.model, data.input_shape, data.num_classes, init).to(data.test_x.device)
+    planting = construct(*parse(config.model.name), init, config.model.planted_output)
+    mask = planted_mask(config.model.name, init, config.model.planted_output)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name in mask:
                 p.mul_(mask[name].to(p.dtype))
-    loss, acc = evaluate(model, data.test_x, data.test_y)
+    scale = torch.as_tensor(planting.output_scale, dtype=data.test_x.dtype, device=data.test_x.device)
+    loss, acc = evaluate(_Unscaled(model, scale), data.test_x, data.test_y)
     return {"seed": seed, "loss": loss, "accuracy": None if math.isnan(acc) else acc}
 
 

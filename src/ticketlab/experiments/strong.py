@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import store
 from ..config import RunConfig
 from ..doctor import examine
@@ -50,6 +52,11 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "lfss": {},
 }
 
+# StrongSpec fields added after strong runs were first stored: at their defaults they leave the folder name as
+# it was (the runs stored then were made with that behaviour)
+ADDED_SETTINGS = ("scale_fan_rule", "bias_mask", "rounding")
+
+
 @dataclass
 class StrongResult:
     rows: list[dict[str, Any]]  # one per (k, seed): method, k, seed, density, accuracies, losses, job_dir
@@ -69,8 +76,9 @@ def strong_jobs(config: RunConfig, spec: StrongSpec, ks: list[float], reps: list
     for k in ks:
         method = dataclasses.replace(spec, k=k)
         settings = dataclasses.asdict(method)
-        if settings["scale_fan_rule"] == "kept":  # the rule before there were two: its folders keep their names
-            settings.pop("scale_fan_rule")
+        for name in ADDED_SETTINGS:  # at their defaults, the behaviour from before they existed: same folders
+            if settings[name] == getattr(StrongSpec, name):
+                settings.pop(name)
         identity = {"dense": dense_id, "strong": settings}
         if config.dataset.augment != "none" and method.method != "lfss":
             # learned strong tickets ignored augmentation before they ran on the one loop: runs stored then
@@ -104,6 +112,7 @@ def run_strong_job(job: Job, rt: Runtime) -> None:
         mask = large_final_same_sign({k: init[k] for k in prunable(model)}, final, spec.k)
         result = evaluate_fixed(model, mask, data)
         changed: list[str] = []
+        bias_mask: dict[str, torch.Tensor] = {}
     else:
         progress = (lambda s, t: rt.progress(job.describe(), s, t)) if rt.progress else None
         try:
@@ -113,19 +122,26 @@ def run_strong_job(job: Job, rt: Runtime) -> None:
         except Diverged as d:  # finished all the same, as a lottery level that diverges is (experiments/job.py)
             finish_diverged(folder, rep, spec, d, time.perf_counter() - began)
             return
-        mask, result, changed = learned.mask, learned.result, learned.weights_changed
-    budget = None if spec.method == "supermask" else {(k,): kept_count(p.numel(), spec.k)
+        mask, result, changed, bias_mask = learned.mask, learned.result, learned.weights_changed, learned.bias_mask
+    budget = None if spec.method == "supermask" else {(k,): kept_count(p.numel(), spec.k, spec.rounding)
                                                       for k, p in prunable(model).items()}
     for p in model.parameters():  # the doctor counts paths by autograd on its own copy
         p.requires_grad_(True)
     doctor = examine(model, mask, data.input_shape, budget)
     mask.save(folder / store.MASK)
     store.save_weights(folder / store.INIT, frozen)
+    if bias_mask:  # the ticket's function in its files: the masked biases are 0 in final, their mask beside it
+        store.write_safetensors(folder / store.BIAS_MASK, {k: v.to(torch.uint8) for k, v in bias_mask.items()})
+        with torch.no_grad():
+            params = dict(model.named_parameters())
+            for name, m in bias_mask.items():
+                params[name].mul_(m.to(params[name].device, params[name].dtype))
     store.save_weights(folder / store.FINAL, model)
     store.write_json(folder / store.METRICS, result.evals)
     summary = {"method": spec.method, "variant": "ticket", "k": spec.k, "weights": spec.weights,
-               "scale_fan": spec.scale_fan, "scale_fan_rule": spec.scale_fan_rule, "level": 0, "rewind_step": 0,
-               "start_step": 0, "seed": rep.seed,
+               "scale_fan": spec.scale_fan, "scale_fan_rule": spec.scale_fan_rule, "bias_mask": spec.bias_mask,
+               "rounding": spec.rounding, "level": 0, "rewind_step": 0, "start_step": 0, "seed": rep.seed,
+               **({"bias_counts": {k: int(v.sum()) for k, v in bias_mask.items()}} if bias_mask else {}),
                "seeds": rep.seeds, "data_seed": rep.seeds["data"], "density": mask.density(),
                "layer_density": mask.layer_density(), "layer_counts": mask.counts(), "status": "ok",
                **summary_of(result),
@@ -170,9 +186,12 @@ class StrongPlan:
     weights: str = "own"  # the frozen weights' init
     scale_fan: bool = False
     scale_fan_rule: str = "kept"  # training.supermask.SCALE_FAN_RULES
+    bias_mask: bool = False  # edge-popup: top-k masks over biases too (Plant 'n' Seek's)
+    rounding: str = "nearest"  # training.supermask.ROUNDINGS
 
     def specs(self) -> list[StrongSpec]:
-        return [StrongSpec(self.method, k, self.weights, self.scale_fan, self.scale_fan_rule) for k in self.ks]
+        return [StrongSpec(self.method, k, self.weights, self.scale_fan, self.scale_fan_rule, self.bias_mask,
+                           self.rounding) for k in self.ks]
 
 
 def _validate(plan: StrongPlan) -> None:
@@ -203,8 +222,9 @@ STRONG = register_experiment(Experiment(
 
 
 def run_strong(config: RunConfig, method: str, ks: list[float], *, replicates: int = 1, weights: str = "own",
-               scale_fan: bool = False, scale_fan_rule: str = "kept", **keywords: Any) -> StrongResult:
+               scale_fan: bool = False, scale_fan_rule: str = "kept", bias_mask: bool = False,
+               rounding: str = "nearest", **keywords: Any) -> StrongResult:
     """Learn (or read back) a strong ticket at each k (the fraction of weights KEPT per layer) for each
     replicate; keyword arguments as for run_study. The training recipe is config.training (cosine LR)."""
-    return drive(STRONG, StrongPlan(config, method, tuple(ks), replicates, weights, scale_fan, scale_fan_rule),
-                 **keywords)
+    return drive(STRONG, StrongPlan(config, method, tuple(ks), replicates, weights, scale_fan, scale_fan_rule,
+                                    bias_mask, rounding), **keywords)

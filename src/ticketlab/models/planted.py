@@ -14,19 +14,31 @@ Ground truth (weights only) at depth 5, width 50: relu 4 / 5,100, circle 108 / 5
 of helix's interpolation weights of its linear third coordinate are exactly 0.0 in float64 and are not
 part of the ticket; the rest of that column is rounding noise of order 1e-16, as in the reference).
 
-Planting, layer by layer: each target unit is written into the unused unit of the random layer whose
-(bias, incoming weights from the units already planted) vector is closest in L1 to a positive multiple c of
-the target's (sign agreement on the target's non-zero entries required; none: the first unused unit, c =
-the ratio of the two weight norms). The unit then computes c x the target unit (ReLU is positively
-homogeneous), and the next layer divides by c. Output units keep the target's order and c = 1, so the
-planted subnetwork alone computes the target's outputs exactly (up to float rounding). Everything else keeps
-its He-scaled draw: weights N(0, 2 / n_in), biases N(0, prod over layers so far of 2 / n_in) (the
-reference's init_He_scaled).
+Planting, layer by layer, as Plant 'n' Seek's plant_target: each target unit is written into the unused unit of
+the random layer whose (bias, incoming weights from the units already planted) vector is closest in L1 to a
+positive multiple c of the target's (sign agreement on the target's non-zero entries required). When none
+qualifies, the reference's fallback: the unit of the same index (else the first unused one) and c = |the random
+weight on the first planted connection / the target's|, so the planted weights keep the init's scale. The unit
+then computes c x the target unit (ReLU is positively homogeneous), and the next layer divides by c.
+Everything else keeps its He-scaled draw: weights N(0, 2 / n_in), biases N(0, prod over layers so far of
+2 / n_in) (the reference's init_He_scaled).
+
+The output layer (`output`, the model setting planted_output):
+  scaled  (default, the reference's) found and scaled like the hidden units, then put back in the target's
+          order: the planted subnetwork computes c_j x target_j for a known c_j > 0 per output (about 1e-4
+          on circle at width 50), which an evaluation of the ticket divides out (`Planting.output_scale`).
+  exact   c = 1: the planted subnetwork computes the target exactly, with output weights up to 1e4 on circle:
+          far off the init's scale, so magnitude-based pruning finds them for that reason alone.
+Bookkeeping that differs from the reference, by choice (neither changes what a ticket is): a unit already
+taken is never a candidate (the reference takes the best unit overall and, when it is taken, the first unused
+one with the fallback c), and unit 0 is a candidate like any other (the reference's list of taken units starts
+as zeros, so it uses unit 0 only when every other unit is taken).
 """
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +52,10 @@ from .registry import register_model
 TASKS = {"circle": (2, 4), "relu": (1, 1), "helix": (1, 3)}  # inputs, outputs
 NAME = re.compile(r"planted_(circle|relu|helix)_(\d+)_(\d+)")
 CIRCLE_KNOTS, HELIX_KNOTS = 10, 30
+OUTPUTS = ("scaled", "exact")  # the output layer's planting rule (model.planted_output)
+# The planting's version, in every planted run's identity: a change here that changes networks bumps it.
+# 2: the output layer scaled as the reference's, and the reference's fallback for units with no match.
+CONSTRUCTION = 2
 Layers = list[tuple[np.ndarray, np.ndarray]]  # (weight [in, out], bias [out]) per layer
 
 
@@ -135,9 +151,18 @@ def he_scaled(widths: list[int], rng: np.random.Generator) -> Layers:
     return layers
 
 
-def plant(goal: Layers, net: Layers) -> tuple[Layers, list[np.ndarray]]:
-    """`goal` written into `net` (same number of layers, each at least as wide): the planted network and, per
-    layer, the boolean mask of planted weights [in, out]."""
+class Planting(NamedTuple):
+    layers: Layers  # the planted network
+    masks: list[np.ndarray]  # per layer, the boolean mask of planted weights [in, out]
+    target: Layers
+    output_scale: np.ndarray  # c_j per output: the planted subnetwork computes output_scale * target
+
+
+def plant(goal: Layers, net: Layers, output: str = "scaled") -> tuple[Layers, list[np.ndarray], np.ndarray]:
+    """`goal` written into `net` (same number of layers, each at least as wide; the output layer exactly as
+    wide): the planted network, per layer the boolean mask of planted weights [in, out], and the output scale."""
+    if output not in OUTPUTS:
+        raise TicketlabError(f"unknown planted output rule {output!r}; choose from: {', '.join(OUTPUTS)}")
     if len(goal) != len(net):
         raise TicketlabError(f"the target has {len(goal)} layers, the network {len(net)}")
     planted, masks = [], []
@@ -152,24 +177,28 @@ def plant(goal: Layers, net: Layers) -> tuple[Layers, list[np.ndarray]]:
         for j in range(wt.shape[1]):
             rows = np.flatnonzero(wt[:, j])
             v = np.concatenate(([bt[j]], wt[rows, j] / scale[rows]))
-            if last:
+            if last and output == "exact":
                 unit, c = j, 1.0
             else:
-                unit, c = _closest(v, np.vstack([b, w[units[rows], :]]), chosen)
+                unit, c = _closest(v, np.vstack([b, w[units[rows], :]]), chosen, j)
             w[units[rows], unit] = c * v[1:]
             b[unit] = c * v[0]
             mask[units[rows], unit] = True
             chosen.append(unit)
             scales.append(c)
+        if last:  # the outputs back in the target's order (the reference's weightInit[-1][:, ind])
+            w, b, mask = w[:, chosen], b[chosen], mask[:, chosen]
         planted.append((w, b))
         masks.append(mask)
         units, scale = np.array(chosen), np.array(scales)
-    return planted, masks
+    return planted, masks, scale
 
 
-def _closest(v: np.ndarray, candidates: np.ndarray, taken: list[int]) -> tuple[int, float]:
+def _closest(v: np.ndarray, candidates: np.ndarray, taken: list[int], own: int) -> tuple[int, float]:
     """The unused column u of `candidates` ([1 + rows, units]) nearest in L1 to c v with c > 0 and the signs of
-    v's non-zero entries; (first unused, ratio of weight norms) when none qualifies."""
+    v's non-zero entries. None qualifies: the reference's fallback, unit `own` (the target unit's index) if
+    unused, else the first unused one, and c = |candidates[1, u] / v[1]| (the first planted connection's random
+    weight over the target's), 1 where that is not a positive number."""
     best = None
     nonzero = v != 0
     for u in range(candidates.shape[1]):
@@ -184,9 +213,10 @@ def _closest(v: np.ndarray, candidates: np.ndarray, taken: list[int]) -> tuple[i
             best = (distance, u, c)
     if best is not None:
         return best[1], best[2]
-    u = next(u for u in range(candidates.shape[1]) if u not in taken)
-    norm_v = np.linalg.norm(v[1:])
-    return u, float(np.linalg.norm(candidates[1:, u]) / norm_v) if norm_v > 0 else 1.0
+    u = own if own < candidates.shape[1] and own not in taken else \
+        next(u for u in range(candidates.shape[1]) if u not in taken)
+    c = abs(float(candidates[1, u] / v[1])) if len(v) > 1 and v[1] != 0 else 0.0
+    return u, c if np.isfinite(c) and c > 0 else 1.0
 
 
 def parse(name: str) -> tuple[str, int, int]:
@@ -196,17 +226,17 @@ def parse(name: str) -> tuple[str, int, int]:
     return m.group(1), int(m.group(2)), int(m.group(3))
 
 
-def construct(task: str, depth: int, width: int, seed: int) -> tuple[Layers, list[np.ndarray], Layers]:
-    """(planted network, planted masks, target) of one seed: He-scaled draw from default_rng(seed), then the
-    target planted in it."""
+def construct(task: str, depth: int, width: int, seed: int, output: str = "scaled") -> Planting:
+    """The planted network of one seed: He-scaled draw from default_rng(seed), then the target planted in it
+    (`output`: the output layer's rule, see the module's docstring)."""
     if not (2 <= depth <= 100 and 1 <= width <= 10_000):  # beyond: a typo, not an experiment
         raise TicketlabError(f"planted networks need depth in [2, 100] and width in [1, 10000], got depth {depth}, "
                              f"width {width}")
     inputs, outputs = TASKS[task]
     goal = target(task, depth)
     net = he_scaled([inputs] + [width] * (depth - 2) + [outputs], np.random.default_rng(seed))
-    planted, masks = plant(goal, net)
-    return planted, masks, goal
+    planted, masks, scale = plant(goal, net, output)
+    return Planting(planted, masks, goal, scale)
 
 
 def _build(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -221,12 +251,14 @@ def _build(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int) -> 
     target(task, depth)  # says an unsupported depth here, when the config is checked
     if width < max(w.shape[1] for w, _ in target(task, depth)[:-1]):
         raise TicketlabError(f"{hp.name}: width {width} is narrower than the target's widest layer")
-    return MLP((inputs,), [width] * (depth - 2), outputs)
+    model = MLP((inputs,), [width] * (depth - 2), outputs)
+    model.construction = CONSTRUCTION  # in the run's identity (identity.model_signature): a new planting, new folders
+    return model
 
 
 def _draw(model: nn.Module, hp: ModelHparams, seed: int) -> None:
     """The planted network of `seed` (hp.init is not used: the weights are a construction)."""
-    layers, _, _ = construct(*parse(hp.name), seed)
+    layers = construct(*parse(hp.name), seed, hp.planted_output).layers
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
         for module, (w, b) in zip(linears, layers):
@@ -234,9 +266,9 @@ def _draw(model: nn.Module, hp: ModelHparams, seed: int) -> None:
             module.bias.copy_(torch.from_numpy(b))
 
 
-def planted_mask(name: str, seed: int) -> dict[str, torch.Tensor]:
+def planted_mask(name: str, seed: int, output: str = "scaled") -> dict[str, torch.Tensor]:
     """The planted weights of model `name` built with init seed `seed`, by prunable weight name."""
-    _, masks, _ = construct(*parse(name), seed)
+    masks = construct(*parse(name), seed, output).masks
     depth = len(masks)
     names = [f"hidden.{i}.weight" for i in range(depth - 1)] + ["out.weight"]
     return {n: torch.from_numpy(m.T.copy()) for n, m in zip(names, masks)}

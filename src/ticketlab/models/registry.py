@@ -29,6 +29,7 @@ later registration wins over an earlier one (registering a name again replaces i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable
@@ -36,13 +37,17 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..config import SECTIONS, ModelHparams
+from ..config import PRESET_INIT, SECTIONS, ModelHparams
 from ..errors import TicketlabError
 from .convnet import CONV_WIDTHS, ConvNet
 from .init import initialize
 from . import resnet, vgg
 from .mlp import MLP
 from .width import scaled
+
+# What "preset" resolves to where a model's preset names none: the LTH paper's Gaussian Glorot weights and zero
+# biases (its TF code's), each the dataclass default before "preset" existed
+DEFAULT_INIT, DEFAULT_BIAS_INIT = "glorot_normal", "zeros"
 
 Builder = Callable[[ModelHparams, tuple[int, ...], int], nn.Module]
 
@@ -135,14 +140,38 @@ def preset_for(name: str) -> dict[str, dict[str, Any]]:
     return copy.deepcopy(entry.preset) if entry else {}
 
 
+def init_of(hp: ModelHparams) -> str:
+    """The init the weights are drawn from: hp.init, or for "preset" the model's preset init, else
+    glorot_normal (the LTH paper's)."""
+    if hp.init != PRESET_INIT:
+        return hp.init
+    return preset_for(hp.name).get("model", {}).get("init", DEFAULT_INIT)
+
+
+def bias_init_of(hp: ModelHparams) -> str:
+    """The bias init: hp.bias_init, or for "preset" the model's preset's, else zeros."""
+    if hp.bias_init != PRESET_INIT:
+        return hp.bias_init
+    return preset_for(hp.name).get("model", {}).get("bias_init", DEFAULT_BIAS_INIT)
+
+
+def resolved(hp: ModelHparams) -> ModelHparams:
+    """`hp` with every "preset" value replaced by what it draws (the form a run's identity is computed from)."""
+    return dataclasses.replace(hp, init=init_of(hp), bias_init=bias_init_of(hp))
+
+
 def build_model(hp: ModelHparams, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
-    """The named model with weights drawn from `hp.init` by a generator seeded with `seed`."""
+    """The named model with weights drawn from `init_of(hp)`, then biases from `bias_init_of(hp)`, by one
+    generator seeded with `seed`: ModelHparams("cifar_resnet_20") alone draws what the CLI's preset draws."""
     model = construct(hp, input_shape, num_classes)
     draw = model_entry(hp.name).draw
     if draw is not None:  # the entry draws its own weights (models/planted.py)
+        if hp.bias_init not in (PRESET_INIT, DEFAULT_BIAS_INIT):  # its biases are part of the construction
+            raise TicketlabError(f"{hp.name}: model.bias_init does not apply: this network's weights and biases "
+                                 f"are built, not drawn")
         draw(model, hp, seed)
         return model
-    initialize(model, hp.init, torch.Generator().manual_seed(seed))
+    initialize(model, init_of(hp), torch.Generator().manual_seed(seed), bias_init=bias_init_of(hp))
     # A model may ask for a memory format (ResNet, VGG: channels_last, measured 1.36x faster per training step
     # for ResNet-20 on this CPU). Converted after the draw, so the weights drawn do not depend on it.
     fmt = getattr(model, "memory_format", None)

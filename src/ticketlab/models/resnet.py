@@ -75,13 +75,14 @@ class CifarResNet(ChannelsLastWhenWide, nn.Module):
 NAME = re.compile(r"(?:cifar_resnet_|resnet)(\d+)(?:_(\d+))?")
 
 # OpenLTH `cifar_resnet_20` defaults (REFERENCE.md 2.1): SGD 0.1, momentum 0.9, wd 1e-4, batch 128, LR x0.1 at
-# 80 and 120 of 160 epochs, flip + 4-pixel crop, kaiming_normal weights and U[0, 1] BN scales, global IMP at
-# 20% per level over every conv and fc weight (shortcut convs included). Epochs count this data set's
+# 80 and 120 of 160 epochs, flip + 4-pixel crop, kaiming_normal weights, U[0, 1] BN scales (shifts 0) and
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)) biases (fc's: its convs have none), global IMP at 20% per level over every
+# conv and fc weight (shortcut convs included). Epochs count this data set's
 # training split: CIFAR-10 less the 5,000 held out for validation is 351 steps of 128 (OpenLTH, which holds
 # nothing out and keeps the last partial batch: 391).
 PRESET: dict[str, dict[str, Any]] = {
     "dataset": {"augment": "flip_crop"},
-    "model": {"init": "kaiming_normal"},
+    "model": {"init": "kaiming_normal", "bias_init": "fan_in_uniform"},
     "training": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 128,
                  "train_steps": "160ep", "milestones": ["80ep", "120ep"], "gamma": 0.1, "eval_every": "1ep"},
     "pruning": {"strategy": "global", "rate": 0.2},

@@ -72,8 +72,9 @@ class CifarVGG(ChannelsLastWhenWide, nn.Module):
 NAME = re.compile(r"(?:cifar_vgg_|vgg)(\d+)")
 
 # OpenLTH `cifar_vgg_16` defaults (REFERENCE.md 2.1): as cifar_resnet_20 (SGD 0.1, momentum 0.9, wd 1e-4, batch
-# 128, x0.1 at 80 and 120 of 160 epochs, flip + crop, kaiming_normal, U[0, 1] BN scales), global IMP at 20%
-# per level over the conv weights: the output layer `fc.weight` is never pruned.
+# 128, x0.1 at 80 and 120 of 160 epochs, flip + crop, kaiming_normal, U[0, 1] BN scales, fan-in uniform biases
+# of every conv and fc), global IMP at 20% per level over the conv weights: the output layer `fc.weight` is
+# never pruned.
 PRESET: dict[str, dict[str, Any]] = {**RESNET_PRESET,
                                      "pruning": {**RESNET_PRESET["pruning"], "ignore": ["fc.weight"]}}
 

@@ -54,9 +54,10 @@ from .done import (DAMAGED, SUMMARY_HASH, finish_job, is_done, is_intact, job_fi
                    recording_inputs, running_job)
 from .formats import (Record, load_checkpoint, load_weights, read_json, save_checkpoint, save_weights,  # noqa: F401
                       write_json)
-from .layout import (CHECKPOINT, CONFIG, DEFAULT_ROOT, FINAL, INIT, MASK, METRICS, STABILITY, SUMMARY,  # noqa: F401
-                     analysis_dir, check_dir, control_dir, copy_dir, density_dir, experiment_dir, is_experiment,
-                     level_dir, link, prefix_dir, seed_dir, seed_dirs, seed_of, stability_dir, store_part)
+from .layout import (BIAS_MASK, CHECKPOINT, CONFIG, DEFAULT_ROOT, FINAL, INIT, MASK, METRICS,  # noqa: F401
+                     STABILITY, SUMMARY, analysis_dir, check_dir, control_dir, copy_dir, density_dir, experiment_dir,
+                     is_experiment, level_dir, link, prefix_dir, seed_dir, seed_dirs, seed_of, stability_dir,
+                     store_part)
 from .records import (config_problem, finished_levels, job_summaries, read_config, read_summary,  # noqa: F401
                       record_experiment, stability_files, unreadable_jobs)
 from .verification import verify  # noqa: F401

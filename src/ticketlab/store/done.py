@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 from ..files import file_digest, fsync_dir, is_tmp, remove_stale_tmp
 from .formats import _finite, _reason, _say, write_json
-from .layout import CHECKPOINT, FINAL, INIT, MASK, METRICS, SUMMARY
+from .layout import BIAS_MASK, CHECKPOINT, FINAL, INIT, MASK, METRICS, SUMMARY
 
 SUMMARY_HASH = "summary_hash"  # the key of summary.json that holds the summary's own hash
 DAMAGED = ".damaged-"  # summary.json.damaged-<n>: a damaged job's summary, set aside
@@ -165,7 +165,7 @@ def _set_aside(job: Path) -> None:
         os.rename(job / SUMMARY, job / f"{SUMMARY}{DAMAGED}{n}")
         for name in [*job_files(job), CHECKPOINT]:
             (job / name).unlink(missing_ok=True)
-        for name in (MASK, INIT, FINAL, METRICS):  # a folder or a link where one of the job's files belongs
+        for name in (MASK, INIT, FINAL, METRICS, BIAS_MASK):  # a folder or a link where a job file belongs
             if (job / name).is_symlink():
                 (job / name).unlink()
             elif (job / name).is_dir():

@@ -17,6 +17,7 @@ CONFIG = "config.json"  # an experiment's identity, settings and provenance
 MASK, INIT, FINAL = "mask.safetensors", "init.safetensors", "final.safetensors"
 METRICS, SUMMARY, CHECKPOINT = "metrics.json", "summary.json", "checkpoint.pt"
 STABILITY = "stability.json"
+BIAS_MASK = "bias_mask.safetensors"  # a strong ticket's masks over biases (edge-popup --bias-mask)
 
 
 # ---- Folders -----------------------------------------------------------------------------------------------

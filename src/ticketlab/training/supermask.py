@@ -5,8 +5,9 @@ Each prunable weight w (masks.prunable) gets a score tensor s of its shape; the 
 (checked bitwise at the end of every run). Only the scores are optimised.
 
   edge-popup (Ramanujan et al. 2020)  m = the top-k of |s| in each layer, k = the fraction of weights KEPT
-        (exactly max(1, round_half_up(k n)) per layer, ties broken by the lower flat index); the backward
-        pass is straight-through (dL/ds = dL/dm * sign(s)); scores start kaiming_uniform(a=sqrt(5)).
+        (exactly kept_count(n, k) per layer, ties broken by the lower flat index); the backward pass is
+        straight-through (dL/ds = dL/dm * sign(s)); scores start kaiming_uniform(a=sqrt(5)). With bias_mask
+        (Plant 'n' Seek's edge-popup) each layer's biases get scores too, and a top-k mask with the same k.
   supermask (Zhou et al. 2019)  m ~ Bernoulli(sigmoid(s)) sampled at every step (straight-through:
         dL/ds = dL/dm * sigmoid'(s)); scores start at logit(k), so k is the starting expected fraction kept;
         evaluated and stored with the deterministic mask sigmoid(s) > 0.5.
@@ -26,6 +27,7 @@ evaluations).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,10 @@ WEIGHTS = ("own", "signed_constant")
 # "hidden-networks" (its code: fan_in * (1 - prune_rate), which is fan_in * (1 - k), i.e. / sqrt(1 - k)).
 # At k = 0.3 the two differ by 1.53x.
 SCALE_FAN_RULES = ("kept", "hidden-networks")
+# How many of a layer's n weights the top-k keeps at fraction k. "nearest" (ticketlab's): round half up, at
+# least 1. "hidden-networks" (GetSubnet in hidden-networks and Plant 'n' Seek): n - int((1 - k) n) in float
+# arithmetic, i.e. about ceil(k n): one more than "nearest" wherever the fraction of k n is below a half.
+ROUNDINGS = ("nearest", "hidden-networks")
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class StrongSpec:
     weights: str = "own"  # own (the model's init) | signed_constant (sign(w) sqrt(2 / fan_in))
     scale_fan: bool = False  # signed_constant scaled by its fan of kept inputs: edge-popup's --scale-fan
     scale_fan_rule: str = "kept"  # SCALE_FAN_RULES: the paper's fan (default) or its code's
+    bias_mask: bool = False  # edge-popup: a top-k mask over each layer's biases too (Plant 'n' Seek's)
+    rounding: str = "nearest"  # ROUNDINGS: how many of a layer's weights the top-k keeps
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -78,11 +86,26 @@ class StrongSpec:
             raise TicketlabError("--scale-fan-rule has no effect here: it applies only with --scale-fan")
         if self.scale_fan and self.scale_fan_rule == "hidden-networks" and self.k >= 1:
             raise TicketlabError("--scale-fan-rule hidden-networks divides by sqrt(1 - k): it needs k < 1")
+        if self.bias_mask and self.method != "edge-popup":
+            raise TicketlabError(f"--bias-mask is edge-popup's (Plant 'n' Seek): it does not apply to {self.method}")
+        if self.rounding not in ROUNDINGS:
+            raise TicketlabError(f"unknown --rounding {self.rounding!r}; choose from: {', '.join(ROUNDINGS)}")
+        if self.rounding != "nearest" and self.method == "supermask":
+            raise TicketlabError("--rounding has no effect on supermask (its mask is sampled, not a top-k)")
 
 
-def kept_count(n: int, k: float) -> int:
-    """Weights kept of a layer of n at fraction k: round half up, at least 1, at most n."""
-    return min(n, max(1, math.floor(k * n + 0.5)))
+def kept_count(n: int, k: float, rounding: str = "nearest") -> int:
+    """Weights kept of a layer of n at fraction k (ROUNDINGS): nearest, round half up; hidden-networks,
+    n - int((1 - k) n) as its GetSubnet computes it; at least 1, at most n."""
+    kept = n - int((1 - k) * n) if rounding == "hidden-networks" else math.floor(k * n + 0.5)
+    return min(n, max(1, kept))
+
+
+def bias_names(model: nn.Module) -> dict[str, str]:
+    """Prunable weight name -> the name of its module's bias, for the modules that have one."""
+    params = dict(model.named_parameters())
+    return {k: f"{k.rpartition('.')[0]}.bias" for k in prunable(model)
+            if f"{k.rpartition('.')[0]}.bias" in params}
 
 
 def topk_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -135,6 +158,26 @@ class MaskedNet(nn.Module):
                 s.fill_(math.log(spec.k / (1 - spec.k)) if spec.k < 1 else 10.0)
             self.scores.append(nn.Parameter(s.to(w.device)))
         self.sample_seed: int | None = None  # supermask: the seed of this step's Bernoulli draw (None: eval)
+        # bias scores (spec.bias_mask): drawn after every weight's, so the weight scores are the same with and
+        # without; U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch draws a layer's bias. Plant 'n' Seek starts
+        # them at 0, where |s| has no gradient: its bias masks never move (docs/REFERENCES.md)
+        self.biases = bias_names(model) if spec.bias_mask else {}
+        self.bias_scores = nn.ParameterList()
+        weights = prunable(model)
+        for name, bias in self.biases.items():
+            bound = 1 / math.sqrt(fan_in(weights[name]))
+            s = torch.empty(dict(model.named_parameters())[bias].shape, dtype=weights[name].dtype)
+            self.bias_scores.append(nn.Parameter(s.uniform_(-bound, bound, generator=generator)
+                                                 .to(weights[name].device)))
+
+    def _top_k(self, s: torch.Tensor, straight_through: bool) -> torch.Tensor:
+        a = s.abs()
+        hard = topk_mask(a, kept_count(a.numel(), self.spec.k, self.spec.rounding))
+        return hard + a - a.detach() if straight_through else hard
+
+    def bias_masks(self, straight_through: bool = True) -> dict[str, torch.Tensor]:
+        """Bias name -> its mask (empty without spec.bias_mask)."""
+        return {bias: self._top_k(s, straight_through) for bias, s in zip(self.biases.values(), self.bias_scores)}
 
     def masks(self, straight_through: bool = True) -> dict[str, torch.Tensor]:
         out = {}
@@ -143,21 +186,28 @@ class MaskedNet(nn.Module):
             gen = torch.Generator(device=self.scores[0].device).manual_seed(self.sample_seed)
         for name, s in zip(self.names, self.scores):
             if self.spec.method == "edge-popup":
-                a = s.abs()
-                hard = topk_mask(a, kept_count(a.numel(), self.spec.k))
+                out[name] = self._top_k(s, straight_through)
+                continue
+            a = torch.sigmoid(s)
+            if gen is not None:
+                hard = (torch.rand(a.shape, generator=gen, device=a.device) < a.detach()).to(a.dtype)
             else:
-                a = torch.sigmoid(s)
-                if gen is not None:
-                    hard = (torch.rand(a.shape, generator=gen, device=a.device) < a.detach()).to(a.dtype)
-                else:
-                    hard = (a.detach() > 0.5).to(a.dtype)
+                hard = (a.detach() > 0.5).to(a.dtype)
             out[name] = hard + a - a.detach() if straight_through else hard
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = prunable(self.model)
         m = self.masks()
-        return functional_call(self.model, {k: weights[k] * m[k] for k in self.names}, (x,))
+        masked = {k: weights[k] * m[k] for k in self.names}
+        if self.biases:
+            params = dict(self.model.named_parameters())
+            masked.update({b: params[b] * mb for b, mb in self.bias_masks().items()})
+        return functional_call(self.model, masked, (x,))
+
+    def binary_bias_mask(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {k: v.bool().cpu() for k, v in self.bias_masks(straight_through=False).items()}
 
     def binary_mask(self) -> Mask:
         with torch.no_grad():
@@ -235,7 +285,7 @@ class ScoresPolicy(MaskPolicy):
         return self.net
 
     def optimizer(self, net: nn.Module, hp: TrainingHparams) -> torch.optim.Optimizer:
-        params = list(net.scores)
+        params = list(net.scores) + list(net.bias_scores)
         if hp.optimizer == "adam":
             return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
@@ -273,6 +323,7 @@ class Learned:
     result: TrainResult
     weights_changed: list[str]  # names of module parameters that differ bitwise from before: must be []
     buffers: dict[str, torch.Tensor]  # the model's state after learning (BN running statistics updated)
+    bias_mask: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # spec.bias_mask: bias -> mask
 
 
 def learn_mask(model: nn.Module, data: DataSplits, hp: TrainingHparams, spec: StrongSpec, *, seed: int,
@@ -289,7 +340,7 @@ def learn_mask(model: nn.Module, data: DataSplits, hp: TrainingHparams, spec: St
     result = train(model, data, hp, data_seed=seed, policy=policy, hooks=Hooks(progress=progress),
                    checkpoint=Checkpointing(checkpoint, checkpoint_every) if checkpoint else None)
     return Learned(policy.net.binary_mask(), result, [],
-                   {k: v.detach().clone() for k, v in model.state_dict().items()})
+                   {k: v.detach().clone() for k, v in model.state_dict().items()}, policy.net.binary_bias_mask())
 
 
 def summary_of(result: TrainResult) -> dict[str, Any]:
