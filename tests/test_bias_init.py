@@ -12,6 +12,7 @@ from ticketlab.cli import parser
 from ticketlab.cli.study import config_from_args
 from ticketlab.config import ModelHparams
 from ticketlab.errors import TicketlabError
+from ticketlab.pruning import REVISIONS
 from ticketlab.identity import dense_identity, digest, lottery_identity, model_signature
 from ticketlab.models import build_model, construct
 from ticketlab.models.init import INITS, LAYERS, NORMS
@@ -116,7 +117,7 @@ def _identities(config, shape=CIFAR):
     with torch.device("meta"):
         signature = model_signature(construct(config.model, shape, 10))
     dense = dense_identity(config, DATA, signature, CPU1)
-    return digest(dense), digest(lottery_identity(dense, config))
+    return digest(dense), digest(lottery_identity(dense, config, revisions=REVISIONS))
 
 
 def test_explicit_zeros_on_an_openlth_preset_names_the_folders_named_before_and_the_preset_new_ones():
@@ -125,7 +126,9 @@ def test_explicit_zeros_on_an_openlth_preset_names_the_folders_named_before_and_
     before = {"cifar_resnet_20": ("d15a032e80e2aa64", "89c07e9fb0b58b37"),
               "cifar_vgg_16": ("0b6fea22946671f5", "f59b6084dd792551")}
     for name, folders in before.items():
-        args = ["lottery", "--model", name, "--dataset", "cifar10", "--bias-init", "zeros"]
+        # (--prune-counting ticketlab: the level counts of those runs, before the presets counted as OpenLTH)
+        args = ["lottery", "--model", name, "--dataset", "cifar10", "--bias-init", "zeros", "--prune-counting",
+                "ticketlab"]
         zeros = config_from_args(parser().parse_args(args), "lottery")
         assert zeros.model.bias_init == "zeros" and _identities(zeros) == folders
         preset = build_config({"model": {"name": name}, "dataset": {"name": "cifar10"}})

@@ -97,10 +97,12 @@ VALUES = {
     "training": {"optimizer": "sgd", "lr": 0.05, "batch_size": 32, "train_steps": "2ep", "momentum": 0.9,
                  "nesterov": True, "weight_decay": 1e-4, "milestones": ["1ep", "40"], "gamma": 0.5,
                  "warmup_steps": 10, "eval_every": 20, "test_every": 40, "loss": "mse"},
-    "pruning": {"strategy": "global", "rate": 0.3, "conv_rate": 0.15, "output_rate": 0.1, "ignore": ["out.weight"]},
+    "pruning": {"strategy": "global", "rate": 0.3, "conv_rate": 0.15, "output_rate": 0.1, "ignore": ["out.weight"],
+                "counting": "openlth", "rounding": "synaptic-flow"},
     "lottery": {"levels": 3, "rewind_step": 5, "retrain": "finetune", "finetune_lr": 0.01},
 }
-FLAGS = {"dataset.name": "--dataset", "model.name": "--model", "pruning.rate": "--prune-rate"}
+FLAGS = {"dataset.name": "--dataset", "model.name": "--model", "pruning.rate": "--prune-rate",
+         "pruning.counting": "--prune-counting", "pruning.rounding": "--prune-rounding"}
 
 
 def _toml(values, table=""):

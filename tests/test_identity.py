@@ -5,6 +5,7 @@ import dataclasses
 import torch
 
 from ticketlab import build_config
+from ticketlab.pruning import REVISIONS
 from ticketlab.identity import dense_identity, digest, lottery_identity, model_signature, numerics
 from ticketlab.models import build_model
 from ticketlab.seeds import derive_seed, streams
@@ -19,7 +20,7 @@ def dense(config, data=DATA, model=MODEL, numeric=CPU1):
 
 
 def lottery(config):
-    return digest(lottery_identity(dense_identity(config, DATA, MODEL, CPU1), config))
+    return digest(lottery_identity(dense_identity(config, DATA, MODEL, CPU1), config, revisions=REVISIONS))
 
 
 def test_identities_are_pinned():

@@ -132,7 +132,8 @@ def test_random_scorer_is_reproducible_and_leaves_the_global_rng_alone():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"density": 0.5, "scorer": "nope"}, "unknown scorer 'nope'; registered: .*magnitude"),
-    ({"density": 0.5, "allocation": "nope"}, "unknown allocation 'nope'; registered: balanced, erk, global, layerwise, pyramidal, uniform"),
+    ({"density": 0.5, "allocation": "nope"}, "unknown allocation 'nope'; registered: balanced, balanced-reshared, erk, "
+                                             "erk-gadhikar, global, layerwise, pyramidal, uniform"),
     ({"density": 0.5, "schedule": "nope"}, "unknown schedule 'nope'; registered: exponential, linear, oneshot"),
     ({"density": 0.0}, r"density must be in \(0, 1\]"),
     ({"density": 1.5}, r"density must be in \(0, 1\]"),

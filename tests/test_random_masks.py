@@ -29,11 +29,11 @@ def test_erk_densities_follow_sum_over_product_of_the_shape():
     assert capped["5.weight"] == 1000 and abs(sum(capped.values()) - 0.2 * N) <= 2
 
 
-def test_balanced_gives_every_layer_the_same_count_capped_at_dense():
-    got = counts("balanced", 0.05)  # X = 13,310 per layer: the output layer (1,000) keeps all
+def test_balanced_reshared_gives_every_layer_the_same_count_capped_at_dense():
+    got = counts("balanced-reshared", 0.05)  # X = 13,310 per layer: the output layer (1,000) keeps all
     assert got["5.weight"] == 1000
     assert got["1.weight"] == got["3.weight"] == round((0.05 * N - 1000) / 2)
-    assert counts("balanced", 0.001)["1.weight"] == round(0.001 * N / 3)  # X = 88.7: nobody capped
+    assert counts("balanced-reshared", 0.001)["1.weight"] == round(0.001 * N / 3)  # X = 88.7: nobody capped
 
 
 def test_pyramidal_densities_are_powers_of_one_ratio():

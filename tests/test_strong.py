@@ -257,3 +257,20 @@ def test_bias_mask_runs_store_the_masks_and_zero_the_masked_biases(tmp_path, cap
     for name, m in masks.items():
         assert torch.equal(final[name], init[name] * m.to(init[name].dtype))
         assert int(m.sum()) == kept_count(m.numel(), 0.3, "hidden-networks")
+
+
+def test_an_evaluation_computes_its_masks_once_and_gives_what_every_batch_sorting_gave():
+    from ticketlab.training.evaluate import evaluate
+    from ticketlab.training.supermask import ScoresPolicy
+    data = _data()
+    for spec in (StrongSpec(k=0.3, bias_mask=True), StrongSpec("supermask", k=0.5)):
+        policy = ScoresPolicy(spec, seed=1)
+        net = policy.network(prepare_frozen(_bn_net(), spec))
+        fresh = evaluate(net, data.test_x, data.test_y, batch_size=7)  # masks recomputed for each batch
+        calls = []
+        masks = net.masks
+        net.masks = lambda *a, **k: calls.append(1) or masks(*a, **k)
+        cached = evaluate(policy.evaluation(net), data.test_x, data.test_y, batch_size=7)
+        assert cached == fresh and len(calls) == 1  # bitwise the same, from one computation of the masks
+        policy.before_forward(0, net)
+        assert net.cached is None  # a training step computes its own

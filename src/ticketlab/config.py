@@ -142,8 +142,8 @@ class PruningHparams:
     ROUNDINGS = ("nearest", "synaptic-flow")
     rounding: str = setting("nearest", "how a density d becomes the weights a group of n keeps: nearest (round(d "
                                        "n), halves up) or synaptic-flow (n - int((1 - d) n): Synaptic-Flow's and "
-                                       "sparse_to_sparse's kthvalue count, one more weight wherever the fraction "
-                                       "of d n is below a half)",
+                                       "sparse_to_sparse's kthvalue count: ceil(d n), one more weight where d n "
+                                       "has a fraction in (0, 1/2))",
                             flag="prune_rounding", choices=ROUNDINGS)
 
     def __post_init__(self) -> None:  # a TOML or Python value outside the choices, said before anything runs

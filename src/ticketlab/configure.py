@@ -22,7 +22,7 @@ from .data import DATASETS, noise
 from .errors import TicketlabError
 from .models import construct, find_model, preset_for
 from .models.init import BIAS_CHOICES, check_bias_init
-from .pruning import ALLOCATIONS, layer_rates, layers_of, round_half_up
+from .pruning import ALLOCATIONS, layer_rates, layers_of, openlth_remaining, round_half_up
 from .seeds import check_seed
 from .settings import flag_name, setting_of
 
@@ -131,7 +131,8 @@ def check_model(config: RunConfig, levels: int | None = None) -> None:
     rates = layer_rates(config.pruning, {k: v.kind for k, v in layers.items()})  # checks the names given
     if levels is None:
         levels = config.lottery.levels if config.kind == "lottery" else 0
-    empty = empty_level(layers, rates, config.pruning.strategy, config.pruning.rate, config.pruning.ignore)
+    empty = empty_level(layers, rates, config.pruning.strategy, config.pruning.rate, config.pruning.ignore,
+                        config.pruning)
     if empty is not None and levels >= empty:
         raise TicketlabError(f"lottery.levels {levels:,} would prune every layer of {config.model.name} to nothing "
                              f"after level {empty - 1} (at these pruning rates, level {empty} keeps no weight): "
@@ -139,10 +140,19 @@ def check_model(config: RunConfig, levels: int | None = None) -> None:
 
 
 def empty_level(layers: dict[str, Any], rates: dict[str, float], strategy: str, rate: float,
-                ignore: tuple[str, ...] = ()) -> int | None:
+                ignore: tuple[str, ...] = (), hp: Any = None) -> int | None:
     """The first IMP level at which no pruned layer keeps a weight (counts rounded as the allocations round
-    them): layer-wise, each layer at its own rate; any other allocation, the pooled layers at `rate`. None when
-    nothing is pruned (every rate 0)."""
+    them): layer-wise, each layer at its own rate; any other allocation, the pooled layers at `rate`, counted
+    as hp.counting counts them (openlth: its recurrence, pruning.openlth_remaining). None when nothing is
+    pruned (every rate 0)."""
+    if hp is not None and hp.counting == "openlth" and strategy != "layerwise" and rate > 0:
+        ignored = sum(info.size for k, info in layers.items() if k in ignore)
+        if sum(info.size for info in layers.values()) == ignored:
+            return None
+        level = 1  # each level prunes at least one weight: the pooled layers empty within their size
+        while openlth_remaining(layers, hp, level) > ignored:
+            level += 1
+        return level
     if strategy == "layerwise":
         groups = [(info.size, rates[k]) for k, info in layers.items() if rates[k] > 0]
     else:

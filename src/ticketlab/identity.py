@@ -88,6 +88,10 @@ def dense_identity(config: RunConfig, data_fingerprint: str, model: dict[str, An
             "training": changed_fields(config.training), "numerics": numeric}
 
 
-def lottery_identity(dense: dict[str, Any], config: RunConfig) -> dict[str, Any]:
-    return {"dense": dense, "pruning": changed_fields(config.pruning),
-            "lottery": changed_fields(config.lottery, drop=("levels",))}
+def lottery_identity(dense: dict[str, Any], config: RunConfig, *, revisions: dict[str, str]) -> dict[str, Any]:
+    """`revisions`: allocation name -> what tells its current meaning from an earlier one (pruning.REVISIONS;
+    passed in: identity sits below pruning), entered for the config's strategy so no old result is found."""
+    pruning = changed_fields(config.pruning)
+    if config.pruning.strategy in revisions:  # an allocation name that once meant another rule
+        pruning["strategy_revision"] = revisions[config.pruning.strategy]
+    return {"dense": dense, "pruning": pruning, "lottery": changed_fields(config.lottery, drop=("levels",))}

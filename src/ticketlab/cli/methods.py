@@ -28,7 +28,9 @@ def add_parsers(sub: Any) -> None:
     from ..training.dynamic import METHODS as DYNAMIC
 
     cp.add_argument("--methods", default="imp,snip,grasp,synflow,magnitude,random,random-erk",
-                    help=f"comma list of imp; pruning at init and random masks: {', '.join(PAI)}; sparse from the "
+                    help=f"comma list of imp; pruning at init and random masks: {', '.join(PAI)} (random-erk: "
+                    "RigL's ERK; random-erk-gadhikar and random-balanced: Gadhikar et al.'s rules, a layer clamped "
+                    "at dense gives its excess to no one; random-balanced-reshared: shared again); sparse from the "
                     f"start: {', '.join(DYNAMIC)}; early-bird, early-bird-channel (models with batch norm; its "
                     "density is the fraction of BN channels kept) "
                     "(default: imp,snip,grasp,synflow,magnitude,random,random-erk)")

@@ -79,6 +79,11 @@ def _validate(plan: ComparePlan) -> None:
                                  f"{', '.join(DYNAMIC)}, {', '.join(EARLY_BIRDS)}")
     if plan.score_mode not in SCORE_MODES:
         raise TicketlabError(f"unknown --score-mode {plan.score_mode!r}; choose from: {', '.join(SCORE_MODES)}")
+    dynamic = [m for m in plan.methods if m in DYNAMIC]
+    if plan.config.pruning.rounding != "nearest" and dynamic:  # their folders do not name a rounding
+        raise TicketlabError(f"--prune-rounding {plan.config.pruning.rounding} applies to IMP, pruning at init "
+                             f"and random masks; dynamic sparse training ({', '.join(dynamic)}) keeps its own counts: "
+                             "compare it in a run without the flag")
     check_densities(list(plan.densities))
     check_once(list(plan.methods), "methods")
     check_replicates(plan.replicates)

@@ -3,13 +3,17 @@
 A method is a point on the pruning axes applied to theta_0 (before any training):
     magnitude  |w| at init, global            snip   |g * w| on one mini-batch, global
     grasp      w * Hg, 10 examples per class   synflow  data-free, 100 exponential rounds, global
-    random     random scores, uniform layers  random-erk / random-balanced / random-pyramidal
+    random     random scores, uniform layers  random-erk (RigL's ERK) / random-erk-gadhikar / random-balanced
+                                              (Gadhikar et al.'s) / random-balanced-reshared / random-pyramidal
 The subnetwork then trains from theta_0 with the experiment's recipe, seeds and data order, like IMP's
 tickets. Sanity checks (Frankle et al. 2021) branch off each method's mask:
     shuffle  the mask permuted within each layer (same layer densities, positions forgotten)
     reinit   the same mask on fresh initial weights
     invert   the method's scores negated: keep the weights it ranks lowest (scored methods only)
 A method whose accuracy survives shuffling chose layer densities, not weights.
+
+Counts are rounded by the config's pruning.rounding (nearest, or synaptic-flow: Synaptic-Flow's n - int((1 - d)
+n), at each of SynFlow's rounds too), in the identity unless it is the default.
 
 Scores are computed with the model in eval mode (`score_mode`, as Synaptic-Flow; "train": with the batch's
 own batch-norm statistics), which matters only on a model with batch norm or dropout; there the mode is in
@@ -30,12 +34,12 @@ from typing import Any
 import torch
 
 from .. import store
-from ..config import RunConfig
+from ..config import PruningHparams, RunConfig
 from ..errors import TicketlabError
 from ..identity import changed_fields
 from ..jobs import Job, Runtime, register_kind
 from ..masks import Mask
-from ..pruning import SCORERS, budget_for, prune
+from ..pruning import REVISIONS, SCORERS, budget_for, prune
 from ..seeds import derive_seed
 from .controls import shuffle_mask
 from .job import require_healthy, run_training
@@ -63,7 +67,9 @@ METHODS: dict[str, Method] = {
     "synflow": Method("synflow", schedule="exponential", rounds=100, batch="minibatch"),  # only its shape is used
     "random": Method("random", "uniform"),
     "random-erk": Method("random", "erk"),
-    "random-balanced": Method("random", "balanced"),
+    "random-erk-gadhikar": Method("random", "erk-gadhikar"),
+    "random-balanced": Method("random", "balanced"),  # Gadhikar et al.'s: its identity holds the revision
+    "random-balanced-reshared": Method("random", "balanced-reshared"),
     "random-pyramidal": Method("random", "pyramidal"),
 }
 CHECKS = ("shuffle", "reinit", "invert")
@@ -115,6 +121,10 @@ def pai_jobs(config: RunConfig, names: list[str], densities: list[float], reps: 
             identity["score_mode"] = "eval"
         if spec.allocation == "layerwise":  # the only allocation that reads the per-layer rates
             identity["pruning"] = changed_fields(config.pruning)
+        if spec.allocation in REVISIONS:  # a name that once meant another rule: never its old results
+            identity["allocation_revision"] = REVISIONS[spec.allocation]
+        if config.pruning.rounding != PruningHparams.rounding:  # every allocation's counts
+            identity["rounding"] = config.pruning.rounding
         folder = method_experiment(config, runtime, "pai", identity, method=name)
         folders[name] = folder
         for rep in reps:

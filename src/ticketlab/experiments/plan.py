@@ -22,6 +22,7 @@ from .. import store
 from ..config import RunConfig
 from ..identity import dense_identity, digest, lottery_identity, model_signature, numerics
 from ..jobs import Runtime
+from ..pruning import REVISIONS
 from ..errors import TicketlabError
 from ..executors import trained_as
 from ..seeds import MAX_SEED, check_seed, streams
@@ -107,7 +108,7 @@ def resolve(config: RunConfig, seeds: list[int], runtime: Runtime) -> list[Repli
     dense_id, dense_exp = dense_experiment(config, runtime)
     lottery_exp = None
     if config.kind == "lottery":
-        lottery_id = lottery_identity(dense_id, config)
+        lottery_id = lottery_identity(dense_id, config, revisions=REVISIONS)
         lottery_exp = store.experiment_dir(runtime.root, "lottery", digest(lottery_id))
         body = config.to_dict()
         body.pop("seed")

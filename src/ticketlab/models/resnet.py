@@ -85,7 +85,8 @@ PRESET: dict[str, dict[str, Any]] = {
     "model": {"init": "kaiming_normal", "bias_init": "fan_in_uniform"},
     "training": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 128,
                  "train_steps": "160ep", "milestones": ["80ep", "120ep"], "gamma": 0.1, "eval_every": "1ep"},
-    "pruning": {"strategy": "global", "rate": 0.2},
+    # counted as OpenLTH's sparse_global: ceil(0.2 x every remaining weight) + 1 per level (PruningHparams.counting)
+    "pruning": {"strategy": "global", "rate": 0.2, "counting": "openlth"},
 }
 
 

@@ -6,6 +6,8 @@ For each density of the schedule (from the mask's density to the target, in `rou
     mask   = apply_budget(scores, mask, budget)         # exact top-k; pruned weights never revive
 Each axis takes a registered name or a callable. IMP level L is one call: the model holding level L-1's
 final weights, its mask, density=ladder_density(layers, hp, L), scorer "magnitude", allocation hp.strategy.
+Every round's counts are rounded by one rule, hp.rounding (allocation.kept_count): nearest by default, or
+synaptic-flow, Synaptic-Flow's n - int((1 - d) n) at each round's density (its 100 SynFlow rounds included).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A schedule maps (start density, target density, rounds) to the list of densities after rounds 1..T; its
 last entry is the target exactly, so a schedule never changes where pruning ends, only the path to it.
-IMP's own path, level by level at hp's rates, is `imp_ladder`.
+A round's density becomes counts by the allocation, rounded by hp.rounding (allocation.kept_count). IMP's
+own path, level by level at hp's rates (and hp.counting), is `imp_ladder`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def oneshot(start: float, target: float, rounds: int) -> list[float]:
 
 @register_schedule("exponential")
 def exponential(start: float, target: float, rounds: int) -> list[float]:
-    """start * (target / start)^(t / T), t = 1..T: the same fraction pruned each round (SynFlow's)."""
+    """start * (target / start)^(t / T), t = 1..T: the same fraction pruned each round (SynFlow's; from
+    start 1, d^(t / T) bit for bit as Synaptic-Flow's prune_loop computes it)."""
     _check_rounds(rounds)
     if start <= 0:
         raise TicketlabError(f"an exponential schedule needs a start density > 0, got {start}")

@@ -4,7 +4,9 @@ On a copy of the model with every parameter replaced by its absolute value (mask
 norm in eval mode and double precision (the product of many layers' weights overflows float32), the input
 is one all-ones example and R = sum of the outputs: the summed product of the weights along every path.
 The score is |w * dR/dw|. Used iteratively with the exponential schedule (100 rounds, as published):
-`prune(model, density=d, scorer="synflow", schedule="exponential", rounds=100)`.
+`prune(model, density=d, scorer="synflow", schedule="exponential", rounds=100)`. Each round keeps the count
+hp.rounding gives at its density; Synaptic-Flow's own, N - int((1 - d_r) N) every round, is
+`hp=PruningHparams(rounding="synaptic-flow")`.
 """
 
 from __future__ import annotations

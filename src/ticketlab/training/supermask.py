@@ -158,6 +158,8 @@ class MaskedNet(nn.Module):
                 s.fill_(math.log(spec.k / (1 - spec.k)) if spec.k < 1 else 10.0)
             self.scores.append(nn.Parameter(s.to(w.device)))
         self.sample_seed: int | None = None  # supermask: the seed of this step's Bernoulli draw (None: eval)
+        # an evaluation's masks, computed once for all its batches (cache_masks); None while training
+        self.cached: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
         # bias scores (spec.bias_mask): drawn after every weight's, so the weight scores are the same with and
         # without; U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch draws a layer's bias. Plant 'n' Seek starts
         # them at 0, where |s| has no gradient: its bias masks never move (docs/REFERENCES.md)
@@ -196,13 +198,20 @@ class MaskedNet(nn.Module):
             out[name] = hard + a - a.detach() if straight_through else hard
         return out
 
+    def cache_masks(self) -> None:
+        """Compute the masks once for the forward passes that follow (an evaluation's batches) until
+        `cached` is set to None. Computed as forward computes them, without autograd: the same values, so an
+        evaluation gives what it gave when every batch sorted the scores again."""
+        with torch.no_grad():
+            self.cached = (self.masks(), self.bias_masks())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = prunable(self.model)
-        m = self.masks()
+        m, mb = self.cached if self.cached is not None else (self.masks(), self.bias_masks())
         masked = {k: weights[k] * m[k] for k in self.names}
-        if self.biases:
+        if mb:
             params = dict(self.model.named_parameters())
-            masked.update({b: params[b] * mb for b, mb in self.bias_masks().items()})
+            masked.update({b: params[b] * mask for b, mask in mb.items()})
         return functional_call(self.model, masked, (x,))
 
     def binary_bias_mask(self) -> dict[str, torch.Tensor]:
@@ -295,10 +304,12 @@ class ScoresPolicy(MaskPolicy):
         return cosine_lr(hp, step)
 
     def before_forward(self, step: int, net: nn.Module) -> None:
+        net.cached = None  # a training step computes its masks (and their straight-through gradients) anew
         net.sample_seed = derive_seed(self.seed, "supermask", step) if self.spec.method == "supermask" else None
 
     def evaluation(self, net: nn.Module) -> nn.Module:
         net.sample_seed = None  # the deterministic mask
+        net.cache_masks()  # once per evaluation, not once per batch: the scores do not change within one
         return net
 
     def load_checkpoint(self, net: nn.Module, state: dict[str, Any]) -> None:
@@ -311,7 +322,7 @@ class ScoresPolicy(MaskPolicy):
                 b.copy_(state["buffers"][name])
 
     def finish(self, net: nn.Module, optimizer: torch.optim.Optimizer, result: Any) -> None:
-        net.sample_seed = None
+        net.sample_seed, net.cached = None, None
         changed = [k for k, v in net.model.named_parameters() if not torch.equal(v.detach(), self.frozen[k])]
         if changed:
             raise RuntimeError(f"frozen weights changed while learning a mask: {changed}")
