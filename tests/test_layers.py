@@ -9,7 +9,7 @@ import ticketlab
 # Lower numbers sit lower. A module may import its own package's modules and anything of a lower layer.
 LAYERS = {
     "errors": 0, "seeds": 0.5, "files": 0.5, "matching": 0.5, "settings": 0.5, "config": 1, "data": 2, "models": 2,
-    "masks": 3, "identity": 3, "store": 3, "sparse": 3, "pruning": 4, "training": 4, "doctor": 4.5, "configure": 5,
+    "masks": 3, "existence": 3, "identity": 3, "store": 3, "sparse": 3, "pruning": 4, "training": 4, "doctor": 4.5, "configure": 5,
     "jobs": 6, "executors": 7, "export": 7, "report": 7, "experiments": 8, "cli": 9, "__init__": 9, "__main__": 9,
 }
 SRC = Path(ticketlab.__file__).parent

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import methods, registered, stored, study
+from . import construct, methods, registered, stored, study
 from .lifecycle import Terminated, one_line, run_command  # noqa: F401  (Terminated: this API)
 
 
@@ -33,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     study.add_parsers(sub)
     methods.add_parsers(sub)
     stored.add_parsers(sub)
+    construct.add_parsers(sub)
     registered.add_parsers(sub, taken=set(sub.choices))
     return p
 

@@ -15,7 +15,7 @@ from ..settings import setting_of
 from ..training.supermask import METHODS as STRONG_METHODS, ROUNDINGS as STRONG_ROUNDINGS, SCALE_FAN_RULES
 from .flags import add_run_flags, config_layers, refuse_given
 from .runtime import check_out, check_replicates, launch_from_args
-from .tables import print_report
+from .tables import command_of, print_report
 
 PLANTED_TASKS = ["circle", "relu", "helix"]
 
@@ -141,7 +141,8 @@ def compare(args: argparse.Namespace) -> int:
     result = run_compare(config, methods, densities, replicates=args.replicates, checks=checks,
                          score_mode=args.score_mode, **launch.keywords())
     title = f"{', '.join(methods)} on {config.model.name} / {config.dataset.name}"
-    files = write_report(result, out, title, chance=1 / dataset_info(config.dataset.name).num_classes)
+    files = write_report(result, out, title, chance=1 / dataset_info(config.dataset.name).num_classes,
+                         command=command_of(args))
     print_report(files, args.json, cut="\n## ")
     return 0
 
@@ -165,7 +166,7 @@ def sweep(args: argparse.Namespace) -> int:
     check_report_dir(out)
     result = run_sweep(layers, over, replicates=args.replicates, levels=config.lottery.levels, **launch.keywords())
     title = f"Sweep of {config.model.name} on {config.dataset.name} over {', '.join(over)}"
-    files = write_report(result, out, title, tolerance=args.tolerance)
+    files = write_report(result, out, title, tolerance=args.tolerance, command=command_of(args))
     print_report(files, args.json, cut="\n![")
     bad = [r for r in result.rows if r["status"] == "diverged"]
     not_run = [r for r in result.rows if r["status"] == "not run"]
@@ -197,7 +198,7 @@ def strong(args: argparse.Namespace) -> int:
     info = dataset_info(config.dataset.name)
     files = write_report(result.rows, out, f"{args.method} on {config.model.name} / {config.dataset.name} "
                          f"(weights {args.weights}{', scale-fan ' + args.scale_fan_rule if args.scale_fan else ''})",
-                         None if info.regression else 1 / info.num_classes)
+                         None if info.regression else 1 / info.num_classes, command=command_of(args))
     print_report(files, args.json, cut="![")
     diverged = [f"seed {r['seed']} k={r['k']:g} at step {r['diverged_at_step']}" for r in result.rows
                 if r["status"] == "diverged"]
@@ -252,6 +253,7 @@ def seek(args: argparse.Namespace) -> int:
     check_report_dir(out)
     result = run_seek(config, methods, densities, replicates=args.replicates,
                       edge_popup_biases=args.edge_popup_biases, **launch.keywords())
-    files = write_report(result, out, f"Plant 'n' Seek: {args.task}, depth {args.depth}, width {width}")
+    files = write_report(result, out, f"Plant 'n' Seek: {args.task}, depth {args.depth}, width {width}",
+                         command=command_of(args))
     print_report(files, args.json, cut="![")
     return 0

@@ -1,16 +1,16 @@
 """The study report: one self-contained HTML page, its Markdown twin, figures and the aggregated table.
 
 Everything is read back from the run store (collect -> aggregate / overlap_table), never from memory, so a
-report can be redrawn at any time from the folders alone. The page is built once as neutral blocks and
-rendered twice (HTML with embedded PNGs, Markdown linking the PNG files), so the two always say the same.
+report can be redrawn at any time from the folders alone. The page is a report.page.Page (the sections every
+report kind has, in one order), rendered twice (HTML with embedded PNGs, Markdown linking the PNG files), so
+the two always say the same.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,11 @@ from .. import matching
 from ..errors import TicketlabError
 from ..store import read_config, store_part
 from . import across_experiments, figures, stability
+from .page import Page, config_table, notes, write_page
+from .page import md_text, render_html, render_md  # noqa: F401  (this module's API before report.page)
 from .aggregate import METRICS, aggregate, collect, experiment_dirs, healthy
 from .overlap import overlap_table
 
-ALWAYS_SHOWN = {"lottery.rewind_step", "lottery.levels"}  # meaningful even at 0 (0 = reset to init / dense only)
-CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
-text-align:right}th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
-.note{background:#fff4c2;border:2px solid #e0a800;padding:.7em 1em;margin:1em 0;font-weight:600}
-.bad{background:#fde2e2;border:2px solid #c00;padding:.5em 1em}.ok{color:#176117}
-figure{margin:1.2em 0}img{max-width:100%}figcaption{font-size:13px;color:#444}"""
 CAPTIONS = {
     "accuracy_vs_density": "Test accuracy at the early-stop iteration (minimum validation loss) against the share "
                            "of prunable weights remaining, for the ticket and every control. Points: mean over jobs "
@@ -95,46 +90,33 @@ def _write_tables(records: list[dict[str, Any]], out: Path) -> tuple[Path, Path]
     return out / "table.csv", out / "table.json"
 
 
-def _notes(cfg: dict[str, Any]) -> list[str]:
-    """`note` and `notes` at config.json's top level, each a string or a list of strings."""
-    out = []
-    for key in ("note", "notes"):
-        value = cfg.get(key)
-        out += [str(v) for v in (value if isinstance(value, list) else [value] if value else [])]
-    return out
-
-
-def _hparams(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """Dotted hyper-parameters, leaving out the trivial ones (None, empty, off, 0) that change nothing."""
-    out = []
-    for section, values in config.items():
-        for key, v in (values.items() if isinstance(values, dict) else [(None, values)]):
-            name = section if key is None else f"{section}.{key}"
-            trivial = v is None or v is False or v == [] or v == {} or (v == 0 and not isinstance(v, bool))
-            if name == "training.gamma" and not config.get("training", {}).get("milestones"):
-                trivial = True  # gamma does nothing without milestones
-            if not trivial or name in ALWAYS_SHOWN:
-                out.append((name, json.dumps(v) if isinstance(v, (list, dict)) else str(v)))
-    return out
-
-
 def _config_blocks(exp_dir: Path) -> list[tuple]:
-    cfg = read_config(exp_dir)
-    extra = {k: v for k, v in cfg.items() if k not in ("config", "hash", "provenance", "note", "notes")}
-    rows = [("hash", str(cfg.get("hash")))] + _hparams(cfg.get("config", {}))
-    rows += [(f"provenance.{k}", str(v)) for k, v in cfg.get("provenance", {}).items()]
-    rows += [(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in extra.items()]
-    return [("h3", "Configuration"), ("table", ["setting", "value"], rows)]
+    return [("h3", f"Experiment {exp_dir.name}"), ("p", f"Folder: {exp_dir}"),
+            ("table", ["setting", "value"], config_table(exp_dir))]
 
 
-def _verdict_blocks(entries: list[dict[str, Any]], spread: str) -> list[tuple]:
+def seed_values(rows: list[dict[str, Any]]) -> dict[tuple[int, str], list[float]]:
+    """Each (level, variant)'s early-stop test accuracies, one per job that trained to the end: what the seed
+    test (ticketlab.matching.compare_seeds) compares."""
+    out: dict[tuple[int, str], list[float]] = {}
+    for r in healthy(rows):
+        out.setdefault((r["level"], r["variant"]), []).append(r["early_stop_test_accuracy"])
+    return out
+
+
+def _verdict_blocks(entries: list[dict[str, Any]], spread: str,
+                    values: dict[tuple[int, str], list[float]] | None = None) -> list[tuple]:
     variants = sorted({e["variant"] for e in entries}, key=figures.variant_key)
     by = {(e["level"], e["variant"]): e for e in entries}
+    values = values or {}
+    dense = values.get((0, "ticket"), [])
     rows = []
     for level in sorted({e["level"] for e in entries}):
         density = by.get((level, "ticket"), next(e for e in entries if e["level"] == level))["density"]
         cells = [f"{_spread_cell(by[(level, v)]['early_stop_test_accuracy'], spread)} "
                  f"(n={n_text(by[(level, v)], inline=True)}) {verdict(by[(level, v)]['matching'])}"
+                 + ("" if (level, v) == (0, "ticket") or (level, v) not in values else
+                    f"\nvs dense: {matching.compare_seeds(values[(level, v)], dense).text()}")
                  if (level, v) in by else "not run" for v in variants]
         rows.append([str(level), pct(density), *cells])
     spread_text = "[min, max]" if spread == "minmax" else "± std"
@@ -145,7 +127,8 @@ def _verdict_blocks(entries: list[dict[str, Any]], spread: str) -> list[tuple]:
     return [("h3", "Results: test accuracy at early stop (%)"),
             ("p", f"Each cell: mean {spread_text} over jobs, number of jobs, and the verdict: *matching* when "
                   f"the mean is at least the dense mean minus the dense replicates' std (at least "
-                  f"{100 * matching.TOLERANCE:g} pp)."),
+                  f"{100 * matching.TOLERANCE:g} pp); then whether its seeds differ from the dense network's by "
+                  f"{matching.RULE} (fewer seeds: inconclusive)."),
             ("table", ["level", "% weights remaining", *variants], rows),
             ("h3", "All statistics"),
             ("table", ["level", "variant", "n", "% remaining", "acc. mean", "acc. min", "acc. max", "acc. std",
@@ -250,6 +233,49 @@ def check_report_dir(out: Path) -> None:
                              "reports only read; choose an --out folder outside it")
 
 
+def _ran_text(name: str, exp_dir: Path, entries: list[dict[str, Any]]) -> str:
+    """What one experiment trained, in one sentence, from its config.json and the table."""
+    cfg = read_config(exp_dir).get("config", {})
+    levels = sorted({e["level"] for e in entries})
+    seeds = sorted({s for e in entries for s in e["seeds"]})
+    controls = sorted({e["variant"] for e in entries} - {"ticket"}, key=figures.variant_key)
+    pruning = cfg.get("pruning", {})
+    return (f"Experiment {name}: {cfg.get('model', {}).get('name', '?')} on {cfg.get('dataset', {}).get('name', '?')}, "
+            f"iterative magnitude pruning ({pruning.get('strategy', '?')}, {pruning.get('rate', '?')} of the weights "
+            f"per level), levels {', '.join(map(str, levels)) or 'none'}, "
+            f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))})"
+            + (f"; controls: {', '.join(controls)}" if controls else "; no controls") + f". Folder: {exp_dir}")
+
+
+def _summary_blocks(name: str, entries: list[dict[str, Any]], values: dict[tuple[int, str], list[float]]) -> list[tuple]:
+    """Per variant: the sparsest level that matches the dense network, by the rule the page states, and whether
+    its seeds differ from the dense network's (ticketlab.matching.compare_seeds)."""
+    lines = []
+    for variant in sorted({e["variant"] for e in entries}, key=figures.variant_key):
+        mine = sorted((e for e in entries if e["variant"] == variant), key=lambda e: -e["density"])
+        judged = [e for e in mine if e["matching"] is not None]
+        if not judged:
+            lines.append(f"{variant}: no verdict (no dense level to compare with)")
+            continue
+        best = min((e for e in judged if e["matching"]), key=lambda e: e["density"], default=None)
+        seeds = sorted({e["n"] for e in judged})
+        n = f"n = {seeds[0]}" if len(seeds) == 1 else f"n = {seeds[0]}-{seeds[-1]}"
+        tested = "" if best is None or (best["level"], variant) == (0, "ticket") else (
+            "; its seeds against the dense network's: "
+            + matching.compare_seeds(values.get((best["level"], variant), []), values.get((0, "ticket"), [])).text())
+        lines.append(f"{variant}: {sum(e['matching'] for e in judged)} of {len(judged)} level(s) *matching*"
+                     + (f"; the sparsest at {pct(best['density'])}% of the weights (level {best['level']}, "
+                        f"{pct(best['early_stop_test_accuracy']['mean'])}%)" if best else "") + f" ({n} per level)"
+                     + tested)
+    return [("h3", f"Experiment {name}"), ("list", lines)]
+
+
+RULE_TEXT = (f"Verdict rule (ticketlab.matching): a level is *matching* when its mean test accuracy at early stop "
+             f"is at least the dense mean minus max(the dense seeds' std, {100 * matching.TOLERANCE:g} pp); n is the "
+             "number of seeds in the mean. A tolerance rule, not a test: with one seed it compares single runs. "
+             f"Whether seeds differ is said by {matching.RULE} (ticketlab.matching.compare_seeds).")
+
+
 def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "minmax",
                  title: str | None = None, unread: list[str] | None = None) -> dict[str, Path]:
     """Figures, table.csv/json, report.html (self-contained) and report.md for the runs in `paths`, in the folder
@@ -272,81 +298,56 @@ def write_report(paths: list[str | Path], out_dir: str | Path, spread: str = "mi
     files = dict(zip(("csv", "json"), _write_tables(flat_table(table), out)))
     fig_blocks = _figure_blocks(rows, table, overlap, out, spread)
     title = title or f"Lottery-ticket report: {', '.join(exp_dirs)}"
-    blocks: list[tuple] = [("h1", title)]
-    if missing:  # before any number: the tables below leave these out
-        blocks += [("bad", f"Not in this report ({len(missing)} job(s) could not be read): {line}") for line in missing]
-    for name, d in exp_dirs.items():  # notes first: a reader must see e.g. 'quick budget' before any number
-        blocks += [("note", f"Note ({name}): {n}") for n in _notes(read_config(d))]
+    # before any number: the tables below leave these out, and a note may say e.g. 'quick budget'
+    warnings = [("bad", f"Not in this report ({len(missing)} job(s) could not be read): {line}") for line in missing]
+    warnings += [("note", f"Note ({name}): {n}") for name, d in exp_dirs.items() for n in notes(read_config(d))]
+    ran, summary, tables, more, config = [], [], [], [], []
     for name, d in exp_dirs.items():
         entries = [e for e in table if e["experiment"] == name]
         stable = _stability_blocks(d, out, files)
         if not entries and not stable:
             continue
-        blocks += [("h2", f"Experiment {name}"), ("p", f"Folder: {d}")] + _config_blocks(d)
+        config += _config_blocks(d)
         if entries:  # an experiment may hold only stability analyses
             mine = [r for r in every_row if r["experiment"] == name]
-            blocks += _verdict_blocks(entries, spread) + _diverged_blocks(mine) + _check_blocks(mine)
-            blocks += [("h3", "Figures")] + fig_blocks.get(name, [])
-            blocks += _overlap_blocks([o for o in overlap if o["experiment"] == name], entries)
-        blocks += stable
+            ran.append(_ran_text(name, d, entries))
+            summary += _summary_blocks(name, entries, seed_values(mine)) + _check_blocks(mine)
+            tables += [("h3", f"Experiment {name}")] + _verdict_blocks(entries, spread, seed_values(mine))
+            tables += _diverged_blocks(mine)
+            tables += _overlap_blocks([o for o in overlap if o["experiment"] == name], entries)
+            more += [("h3", f"Experiment {name}")] + fig_blocks.get(name, [])
+        else:
+            ran.append(f"Experiment {name}: stability analyses only. Folder: {d}")
+        if stable:
+            tables += [b for b in stable if b[0] != "figure"]
+            more += [b for b in stable if b[0] == "figure"]
     compared = across_experiments.accuracy_by_experiment(table, exp_dirs, out, spread)
     if compared is not None:
         files.update({p.name: p for p in compared})
-        blocks += [("h2", "Experiments compared"),
-                   ("figure", compared, "Test accuracy at early stop of each experiment's tickets vs weights "
-                    "remaining; experiments are labelled by the hyper-parameters that differ between them: "
-                    + "; ".join(f"{n}: {lab}" for n, lab in across_experiments.labels(exp_dirs).items()) + ".")]
-    (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
-    (out / "report.md").write_text(render_md(blocks), encoding="utf-8")
-    files = {"html": out / "report.html", "md": out / "report.md", **files}
+        more.append(("figure", compared, "Test accuracy at early stop of each experiment's tickets vs weights "
+                     "remaining; experiments are labelled by the hyper-parameters that differ between them: "
+                     + "; ".join(f"{n}: {lab}" for n, lab in across_experiments.labels(exp_dirs).items()) + "."))
+    headline = _headline(more, compared)
+    more.remove(headline)
+    if summary:
+        summary.insert(0, ("p", RULE_TEXT))
+    command = " ".join(["ticketlab report", *map(shlex.quote, map(str, paths))]
+                       + (["--spread", spread] if spread != "minmax" else [])
+                       + (["--title", shlex.quote(title)] if not title.startswith("Lottery-ticket report: ") else []))
+    page = Page(title, [("list", ran)], headline, summary, tables, config, command, warnings,
+                [b for i, b in enumerate(more) if b[0] != "h3" or (i + 1 < len(more) and more[i + 1][0] != "h3")],
+                reproduce_text="The report reads the run store only: this command draws it again from the folders "
+                               "(add --out DIR); the experiments' own commands are in their config.json.")
+    files = {**write_page(page, out), **files}
     for per_exp in fig_blocks.values():
         files.update({p.name: p for _, d, _ in per_exp for p in d})
     return files
 
 
-def _e(text: str) -> str:
-    """Escaped text, with the verdict's Markdown emphasis turned into HTML's."""
-    return html.escape(str(text)).replace("*matching*", "<em>matching</em>")
-
-
-def render_html(blocks: list[tuple], title: str) -> str:
-    e = _e  # every piece of text goes through html.escape
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
-             f"<style>{CSS}</style></head><body>"]
-    for kind, *args in blocks:
-        if kind in ("h1", "h2", "h3", "p"):
-            parts.append(f"<{kind}>{e(args[0])}</{kind}>")
-        elif kind in ("note", "ok", "bad"):
-            parts.append(f"<div class='{kind}'>{e(args[0])}</div>")
-        elif kind == "table":
-            head = "".join(f"<th>{e(h)}</th>" for h in args[0])
-            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in args[1])
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "figure":
-            data = base64.b64encode(args[0].png.read_bytes()).decode()
-            parts.append(f"<figure><img alt='{e(args[0].png.stem)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{e(args[1])}</figcaption></figure>")
-    return "\n".join(parts) + "\n</body></html>\n"
-
-
-def md_text(text: str) -> str:
-    """One line, and no raw HTML (a note saying '<b>' must show, not render)."""
-    return " ".join(str(text).split()).replace("<", "&lt;")
-
-
-def render_md(blocks: list[tuple]) -> str:
-    cell = lambda s: md_text(s).replace("|", "\\|")  # noqa: E731
-    parts = []
-    for kind, *args in blocks:
-        if kind in ("h1", "h2", "h3"):
-            parts.append(f"{'#' * int(kind[1])} {args[0]}")
-        elif kind in ("p", "ok"):
-            parts.append(md_text(args[0]))
-        elif kind in ("note", "bad"):
-            parts.append(f"> **{md_text(args[0])}**")
-        elif kind == "table":
-            lines = ["| " + " | ".join(cell(h) for h in args[0]) + " |", "|" + "---|" * len(args[0])]
-            parts.append("\n".join(lines + ["| " + " | ".join(cell(c) for c in r) + " |" for r in args[1]]))
-        elif kind == "figure":
-            parts.append(f"![{args[0].png.stem}]({args[0].png.name})\n\n*{args[1]}*")
-    return "\n\n".join(parts) + "\n"
+def _headline(figures_shown: list[tuple], compared: Any) -> tuple:
+    """The figure to show first: experiments side by side when there are several, else accuracy against
+    density, else (stability analyses only) the first figure drawn."""
+    shown = [b for b in figures_shown if b[0] == "figure"]
+    if compared is not None:
+        return next(b for b in shown if b[1] is compared)
+    return next((b for b in shown if b[1].png.name.startswith("accuracy_vs_density")), shown[0])

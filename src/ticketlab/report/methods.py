@@ -2,15 +2,16 @@
 and what they say about what the method found, in a table, a figure, Markdown and HTML.
 
 Rows come from experiments.compare (read back from the store). Collapsed masks (no input-output path) are
-never averaged in: they are counted and flagged. A sanity check "does as well" as its method by the one
-matching rule (ticketlab.matching), with the method's own runs in the dense network's place.
+never averaged in: they are counted and flagged. Whether a sanity check, or a method against the dense
+network, differs is said by one stated rule (ticketlab.matching.compare_seeds: Welch's t-test, inconclusive
+below 3 seeds a side), named beside every verdict. The page (report.page) leads with the figure, then the
+verdicts, then two pivots (method x density; sanity check x density); table.csv/json keep one row per
+(method, check, density).
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 import statistics
 from pathlib import Path
@@ -18,14 +19,20 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from .. import matching
 from ..matching import lowest_matching, matches
 from .aggregate import _stats
 from .figures import _density_axis, _save
+from .page import Page, configuration, write_page
 
 CHECK_STYLE = {"ticket": "-", "check_shuffle": "--", "check_reinit": ":", "check_invert": "-."}
 CHECK_TEXT = {"check_shuffle": "shuffled within layers", "check_reinit": "re-initialised",
               "check_invert": "inverted scores (keep the lowest)"}
-INCONCLUSIVE = 0.05  # beyond a 5 pp spread of the method's own runs, a verdict says so instead
+# what a check that does worse than its method shows, and what a check that does not shows (no evidence, not proof)
+MEANING = {"check_shuffle": ("the positions it chose matter", "no evidence that the positions it chose matter "
+                             "(it may have chosen only layer densities)"),
+           "check_reinit": ("the initial values matter", "no evidence that the initial values matter"),
+           "check_invert": ("its ranking matters", "no evidence that its ranking matters")}
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -41,6 +48,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "collapsed": sum(m["collapsed"] for m in members),
                       "other": sum(m["status"] not in ("ok", "collapsed") for m in members),
                       "accuracy": _stats([m["early_stop_test_accuracy"] for m in trained]),
+                      "values": [m["early_stop_test_accuracy"] for m in trained],  # per seed: for the verdicts
                       "train_cost": _mean([m.get("train_cost") for m in trained]),
                       "train_seconds": _mean([m.get("train_seconds") for m in trained])})
         if any("drawn_at_step" in m for m in members):  # early-bird: when each seed's mask was drawn
@@ -73,26 +81,32 @@ def _mean(values: list[float | None]) -> float | None:
     return statistics.fmean(values) if values and None not in values else None
 
 
+def check_verdict(entry: dict[str, Any], base: dict[str, Any]) -> tuple[matching.SeedComparison, str]:
+    """A sanity check's seeds against its method's, by the stated rule, and what that shows."""
+    said = matching.compare_seeds(entry.get("values", []), base.get("values", []))
+    worse, no_evidence = MEANING[entry["variant"]]
+    meaning = {matching.LOWER: worse, matching.SAME: no_evidence, matching.INCONCLUSIVE: said.text(),
+               matching.HIGHER: "the check does better than the method"}[said.outcome]
+    return said, meaning
+
+
 def verdicts(table: list[dict[str, Any]]) -> list[str]:
-    """Plain sentences: what each sanity check says about each method, density by density."""
+    """Plain sentences: what each sanity check says about each method, density by density, each with the rule,
+    its level and n (ticketlab.matching.compare_seeds); then the collapsed masks."""
     out = []
     tickets = {(e["method"], e["requested_density"]): e for e in table if e["variant"] == "ticket"}
     for e in table:
         base = tickets.get((e["method"], e["requested_density"]))
         if e["variant"] == "ticket" or base is None or None in (e["accuracy"]["mean"], base["accuracy"]["mean"]):
             continue
-        spread = (base["accuracy"]["max"] or 0) - (base["accuracy"]["min"] or 0)  # of the method's own runs
+        said, meaning = check_verdict(e, base)
         delta = e["accuracy"]["mean"] - base["accuracy"]["mean"]
-        holds = matches(e["accuracy"]["mean"], base["accuracy"]["mean"], base["accuracy"]["std"])
-        what = {"check_shuffle": ("it chose layer densities, not weights", "the positions it chose matter"),
-                "check_reinit": ("the initial values do not matter", "the initial values matter"),
-                "check_invert": ("its ranking of weights does not matter", "its ranking matters")}[e["variant"]]
-        verdict = what[0] if holds else what[1]
-        if spread > INCONCLUSIVE:
-            verdict = f"inconclusive, the method's own runs spread over {100 * spread:.1f} pp"
-        out.append(f"{e['method']} at {100 * e['requested_density']:g}%: {CHECK_TEXT[e['variant']]} "
-                   f"{100 * e['accuracy']['mean']:.2f}% vs {100 * base['accuracy']['mean']:.2f}% "
-                   f"({100 * delta:+.2f} pp): {verdict}.")
+        head = (f"{e['method']} at {100 * e['requested_density']:g}%: {CHECK_TEXT[e['variant']]} "
+                f"{100 * e['accuracy']['mean']:.2f}% vs {100 * base['accuracy']['mean']:.2f}%")
+        if said.outcome == matching.INCONCLUSIVE:
+            out.append(f"{head} ({100 * delta:+.2f} pp): {meaning}.")
+        else:
+            out.append(f"{head}: {meaning}; {said.text()}.")
     for e in table:
         if e["collapsed"]:
             out.append(f"{e['method']} ({e['variant']}) at {100 * e['requested_density']:g}%: {e['collapsed']} "
@@ -163,7 +177,60 @@ def _plot(ax: Any, pts: list[dict[str, Any]], style: str, color: str, alpha: flo
                 ls=style, marker="o", ms=3.5, capsize=2, color=color, alpha=alpha, label=label)
 
 
-def write_report(comparison: Any, out_dir: str | Path, title: str, chance: float = 0.1) -> dict[str, Path]:
+def _acc_lines(e: dict[str, Any]) -> list[str]:
+    """A pivot cell's first lines: mean [min, max] (n), the density reached, collapsed masks."""
+    acc = e["accuracy"]
+    lines = ["-" if acc["mean"] is None else
+             f"{100 * acc['mean']:.2f} [{100 * acc['min']:.2f}, {100 * acc['max']:.2f}] (n={e['n']})",
+             f"at {100 * e['density']:.3g}%"]
+    if e["collapsed"]:
+        lines.append(f"✗ {e['collapsed']} collapsed")
+    return lines
+
+
+def pivots(table: list[dict[str, Any]], dense_values: list[float]) -> tuple[list[tuple], list[tuple]]:
+    """The two tables people scan: method x density (each cell: mean [min, max], achieved density, collapsed
+    marks, the verdict against dense) and sanity check x density (the verdict against the method's own seeds)."""
+    densities = sorted({e["requested_density"] for e in table}, reverse=True)
+    cols = [f"{100 * d:g}% kept" for d in densities]
+    by = {(e["method"], e["variant"], e["requested_density"]): e for e in table}
+    methods = sorted({e["method"] for e in table})
+    main = []
+    for m in methods:
+        cells = []
+        for d in densities:
+            e = by.get((m, "ticket", d))
+            if e is None:
+                cells.append("not run")
+                continue
+            said = matching.compare_seeds(e.get("values", []), dense_values)
+            cells.append("\n".join(_acc_lines(e) + [f"vs dense: {said.text()}"]))
+        main.append([m, *cells])
+    checks = []
+    for m in methods:
+        for v in sorted({e["variant"] for e in table if e["method"] == m} - {"ticket"}):
+            cells = []
+            for d in densities:
+                e, base = by.get((m, v, d)), by.get((m, "ticket", d))
+                if e is None:
+                    cells.append("not run")
+                    continue
+                lines = _acc_lines(e)
+                if base is not None and e["accuracy"]["mean"] is not None and base["accuracy"]["mean"] is not None:
+                    said, meaning = check_verdict(e, base)
+                    lines.append(f"vs {m}: {said.text()}")
+                    if said.outcome != matching.INCONCLUSIVE:
+                        lines.append(meaning)
+                cells.append("\n".join(lines))
+            checks.append([f"{m}: {CHECK_TEXT.get(v, v)}", *cells])
+    return ([("table", ["method", *cols], main)],
+            [("table", ["sanity check", *cols], checks)] if checks else [])
+
+
+def write_report(comparison: Any, out_dir: str | Path, title: str, chance: float = 0.1,
+                 command: str | None = None) -> dict[str, Path]:
+    """compare.html/.md (and the same page as report.html/.md), table.csv/json (one row per method, check and
+    density), the figures. `command`: the command line that made it, shown on the page."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = summarize(comparison.rows)
@@ -187,30 +254,48 @@ def write_report(comparison: Any, out_dir: str | Path, title: str, chance: float
     sentences = verdicts(table)
     dense_line = (f"Dense network: {100 * dense:.2f}% (mean of {len(dense_acc)} seed(s), std {100 * dense_std:.2f} "
                   f"pp); a ticket matches it at or above {100 * lowest_matching(dense, dense_std):.2f}% "
-                  "(ticketlab.matching)." if dense is not None else "")
-    md = [f"# {title}", "", dense_line, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    md += ["| " + " | ".join(r) + " |" for r in body]
-    md += ["", "## What the sanity checks say", ""] + ([f"- {s}" for s in sentences] or ["No sanity checks were run."])
+                  "(ticketlab.matching)." if dense is not None else "No dense run finished: no verdict against it.")
+    main, checks = pivots(table, dense_acc)
+    methods = sorted({e["method"] for e in table})
+    seeds = sorted({r["seed"] for r in comparison.rows if "seed" in r})
+    ran = [("list", [f"Methods: {', '.join(methods)}, each at "
+                     f"{', '.join(f'{100 * d:g}%' for d in sorted({e['requested_density'] for e in table}, reverse=True))}"
+                     " of the weights kept, trained alike from the same initialisation as the dense network.",
+                     "Sanity checks: " + (", ".join(CHECK_TEXT[v] for v in sorted({e["variant"] for e in table}
+                                                                               - {"ticket"})) or "none") + ".",
+                     f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); accuracy: test accuracy at the early-stop "
+                     "step (minimum validation loss).", dense_line])]
+    rule = (f"Rule for every verdict below and in the tables: {matching.RULE} (ticketlab.matching.compare_seeds); "
+            "a method is compared with the dense network's seeds, a sanity check with its method's seeds at the "
+            "same density. Fewer seeds: 'inconclusive (n = ...)', no claim.")
+    verdict_blocks = [("p", rule), ("list", sentences or ["No sanity checks were run."])]
     if birds := early_bird_lines(table):
-        md += ["", "## Early-bird tickets", ""] + [f"- {s}" for s in birds]
-    md += ["", f"![accuracy vs density]({drawn.png.name})", "",
-           "Training cost: FLOPs of the prunable weights' multiply-adds over every training a row took (IMP: each "
-           "level up to its own, the dense run included; RigL: its dense gradients at update steps), relative to "
-           "one dense run; seconds: this session's training time (a job read back from the store counts what it "
-           "spent when it ran).", "", f"![accuracy vs training FLOPs]({costs.png.name})", ""]
-    files = {"md": out / "compare.md", "html": out / "compare.html", "csv": out / "table.csv",
-             "json": out / "table.json", "png": drawn.png, "svg": drawn.svg, "cost_png": costs.png,
-             "cost_svg": costs.svg}
-    files["md"].write_text("\n".join(md) + "\n")
-    png = base64.b64encode(drawn.png.read_bytes()).decode()
-    rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    files["html"].write_text(
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body><h1>{html.escape(title)}</h1><p>{html.escape(dense_line)}</p><table><tr>"
-        + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr>{rows_html}</table><h2>What the sanity "
-        "checks say</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sentences) + "</ul>"
-        f"<img alt='accuracy vs density' src='data:image/png;base64,{png}'></body></html>\n")
+        verdict_blocks += [("h3", "Early-bird tickets"), ("list", birds)]
+    tables = [("h3", "Methods against the dense network (test accuracy at early stop, %)"),
+              ("p", "Each cell: mean [min, max] over seeds (n), the density reached, collapsed masks (✗: no path "
+                    "from input to output, not trained), and the verdict against the dense network."), *main]
+    if checks:
+        tables += [("h3", "Sanity checks against their method"), *checks]
+    tables += [("h3", "Every row (as table.csv)"),
+               ("p", "matches dense: the matching rule (ticketlab.matching: mean at least the dense mean minus "
+                     f"max(dense std, {100 * matching.TOLERANCE:g} pp)). Training cost: FLOPs of the prunable "
+                     "weights' multiply-adds over every training a row took (IMP: each level up to its own, the "
+                     "dense run included; RigL: its dense gradients at update steps), relative to one dense run; "
+                     "seconds: this session's training time (a job read back from the store counts what it spent "
+                     "when it ran)."), ("table", head, body)]
+    page = Page(title, ran, ("figure", drawn, "Test accuracy at early stop against the share of weights kept: the "
+                             "methods (left), then each sanity check with its method's line faded. Bars: min to max "
+                             "over seeds; dashed: the dense network; ×: collapsed masks, drawn at chance."),
+                verdict_blocks, tables, configuration([r["job_dir"] for r in comparison.rows if r.get("job_dir")]
+                                                      + list(comparison.experiments.values())),
+                command or "ticketlab compare ... (the command line was not recorded)",
+                figures=[("figure", costs, "Test accuracy against training FLOPs relative to one dense run, one line "
+                          "per method through its densities.")])
+    files = write_page(page, out, ("compare", "report"))
+    files |= {"csv": out / "table.csv", "json": out / "table.json", "png": drawn.png, "svg": drawn.svg,
+              "cost_png": costs.png, "cost_svg": costs.svg}
     with files["csv"].open("w", newline="") as f:
         csv.writer(f).writerows([head] + body)
-    files["json"].write_text(json.dumps({"table": table, "verdicts": sentences, "dense": dense}, indent=2) + "\n")
+    files["json"].write_text(json.dumps({"table": table, "verdicts": sentences, "dense": dense,
+                                         "rule": matching.RULE}, indent=2) + "\n")
     return files

@@ -16,6 +16,9 @@ Definitions used in the tables and figures:
                            the rise must exceed 1 pp, so a curve that only rises, or only falls, has neither
   matching ticket          a level whose mean early-stop test accuracy is at least the same width's dense mean
                            minus max(its std over seeds, 0.2 pp): ticketlab.matching, as every report
+
+The page (report.page: sweep.md, report.html/.md) leads with the error figure, then these findings with their
+definitions, then the table with the swept setting as rows; sweep.csv/json and rows.csv keep the long form.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from matplotlib.figure import Figure
 from .. import matching
 from .aggregate import _stats
 from .figures import _density_axis, _save
+from .page import Page, configuration, hparams, write_page
 
 INTERPOLATION_TOLERANCE = 0.005  # training error at most this counts as interpolating (0.5% of the training labels)
 MIN_RISE = 0.01  # a peak rises more than 1 pp above its dip (one seed's curve wiggles by a few tenths)
@@ -270,7 +274,7 @@ def choose_x(sweep: Any) -> str:
 
 
 def write_report(sweep: Any, out_dir: str | Path, title: str = "Sweep", tolerance: float = INTERPOLATION_TOLERANCE,
-                 x: str | None = None) -> dict[str, Path]:
+                 x: str | None = None, command: str | None = None) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x = x or choose_x(sweep)
@@ -287,42 +291,73 @@ def write_report(sweep: Any, out_dir: str | Path, title: str = "Sweep", toleranc
              str(e["weights"]), str(e["surviving"]), _count(e),
              _pm(e["test_error"]), _pm(e["train_error"]), _pct(e["train_error_clean"]),
              _pct(e["early_stop_test_error"])] for e in table]
-    md = [f"# {title}", "", f"Swept: {', '.join(f'{k} = {v}' for k, v in sweep.axes.items())}; "
-          f"{len({r['seed'] for r in sweep.rows})} seed(s)" + (f"; {sweep.levels} IMP levels" if sweep.levels else ""),
-          "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    md += ["| " + " | ".join(r) + " |" for r in body]
-    md += ["", f"Interpolation threshold (smallest {x} whose mean training error is at most {100 * tolerance:g}%):", ""]
-    md += [f"- {line}: {'not reached' if at is None else _value(at)}" for line, at in thresholds.items()]
-    md += ["", f"![error against {x}]({drawn.png.name})", ""]
+    seeds = len({r["seed"] for r in sweep.rows})
+    ran = [("list", [f"Swept: {', '.join(f'{k} = {v}' for k, v in sweep.axes.items())}; {seeds} seed(s)"
+                     + (f"; {sweep.levels} IMP levels" if sweep.levels else "; dense runs"),
+                     "Errors are 1 - accuracy at the final step: test error on the clean test labels, training error "
+                     "on the labels the network was trained on."])]
+    summary: list[tuple] = [("p", f"Interpolation threshold (smallest {x} whose mean training error is at most "
+                                  f"{100 * tolerance:g}%):"),
+                            ("list", [f"{line}: {'not reached' if at is None else _value(at)}"
+                                      for line, at in thresholds.items()])]
+    best = []
+    for key in sorted({_group_key(e, by) for e in table}, key=lambda k: tuple(_sortable(v) for v in k)):
+        shown = [e for e in table if _group_key(e, by) == key and e["test_error"]["mean"] is not None]
+        if shown:
+            low = min(shown, key=lambda e: e["test_error"]["mean"])
+            best.append(f"{_label(by, key)}: lowest test error at {x} = {_value(low[x])} ({_pm(low['test_error'])}%, "
+                        f"n = {low['n']})")
+    summary += [("p", "Lowest mean test error (a description of the means, not a test):"), ("list", best)]
+    tables: list[tuple] = [("h3", f"By {x}"), ("table", head, body)]
+    more: list[tuple] = []
     notes = list(getattr(sweep, "notes", []) or [])
+    warnings: list[tuple] = []
     if notes:
-        md += ["## Not run", "", "Jobs built on a collapsed or diverged job were not run (rows with status "
-               "\"not run\", counted apart in the table's n):", ""] + [f"- {n}" for n in notes] + [""]
+        warnings = [("h2", "Not run"), ("bad", "Jobs built on a collapsed or diverged job were not run (rows with "
+                                               "status \"not run\", counted apart in the table's n):"),
+                    ("list", notes)]
     extra: dict[str, Any] = {"thresholds": thresholds}
     if sweep.levels > 0:
         dd = double_descent(table, by)
         sdd = sparsity_figure(table, by, dd, out)
         files |= {"sdd_png": sdd.png, "sdd_svg": sdd.svg}
-        md += ["## Sparse double descent", "", "| line | dense test acc % | dip: test acc % (sparsity %) | "
-               "peak: test acc % (sparsity %) | sparsest: test acc % (sparsity %) |", "|---|---|---|---|---|"]
-        md += [f"| {d['line']} | {_p(d['dense_test_accuracy'])} | {_at(d['dip'])} | {_at(d['peak'])} | "
-               f"{_at(d['sparsest'])} |" for d in dd]
-        md += ["", f"![sparse double descent]({sdd.png.name})", ""]
+        summary += [("p", "Sparse double descent (dip: the lowest point the curve descended into before its largest "
+                          f"rise; peak: the top of that rise, more than {100 * MIN_RISE:g} pp above the dip):"),
+                    ("list", [f"{d['line']}: dip {_at(d['dip'])}, peak {_at(d['peak'])}" for d in dd])]
+        tables += [("h3", "Sparse double descent"),
+                   ("table", ["line", "dense test acc %", "dip: test acc % (sparsity %)",
+                              "peak: test acc % (sparsity %)", "sparsest: test acc % (sparsity %)"],
+                    [[d["line"], _p(d["dense_test_accuracy"]), _at(d["dip"]), _at(d["peak"]), _at(d["sparsest"])]
+                     for d in dd])]
+        more.append(("figure", sdd, "Test accuracy (solid, band ± 1 std over seeds) and training accuracy (dashed) "
+                                    "against weights remaining, with the dip and the peak marked."))
         tickets = smallest_tickets(table, by)
         extra |= {"double_descent": dd, "smallest_tickets": tickets}
         if tickets:
-            md += ["## Smallest matching ticket", "", "Matching: mean early-stop test accuracy at least the same "
-                   f"line's dense mean minus max(std over seeds, {100 * matching.TOLERANCE:g} pp).", "",
-                   "| line | dense weights | dense acc % | smallest matching: weights left | density % | acc % | "
-                   "sparsest tried % |", "|---|---|---|---|---|---|---|"]
-            md += [f"| {t['line']} | {t['dense_weights']} | {_p(t['dense_accuracy'])} | {t['surviving']} | "
-                   f"{100 * t['density']:.3g} | {_p(t['accuracy'])} | {100 * t['sparsest_tried']:.3g} |" for t in tickets]
+            rule = ("Matching (ticketlab.matching): mean early-stop test accuracy at least the same line's dense mean "
+                    f"minus max(std over seeds, {100 * matching.TOLERANCE:g} pp), n = {seeds} seed(s) a level.")
+            summary += [("p", "Smallest matching ticket. " + rule),
+                        ("list", [f"{t['line']}: {t['surviving']} of {t['dense_weights']} weights "
+                                  f"({100 * t['density']:.3g}%), {_p(t['accuracy'])}% against dense "
+                                  f"{_p(t['dense_accuracy'])}% (n = {seeds})" for t in tickets])]
+            tables += [("h3", "Smallest matching ticket"), ("p", rule),
+                       ("table", ["line", "dense weights", "dense acc %", "smallest matching: weights left",
+                                  "density %", "acc %", "sparsest tried %"],
+                        [[t["line"], str(t["dense_weights"]), _p(t["dense_accuracy"]), str(t["surviving"]),
+                          f"{100 * t['density']:.3g}", _p(t["accuracy"]), f"{100 * t['sparsest_tried']:.3g}"]
+                         for t in tickets])]
             if len(tickets) > 1 and "model.width" in by:
                 tf = tickets_figure(tickets, "model.width", out)
                 files |= {"tickets_png": tf.png, "tickets_svg": tf.svg}
-                md += ["", f"![smallest matching ticket]({tf.png.name})", ""]
-    files["md"] = out / "sweep.md"
-    files["md"].write_text("\n".join(md) + "\n")
+                more.append(("figure", tf, "Surviving weights of the smallest matching ticket against the starting "
+                                           "network's prunable weights (log-log); dashed: the dense network."))
+    base = getattr(sweep, "base", None)
+    settings = [(k, str(v)) for k, v in hparams(base.to_dict())] if base is not None else None
+    page = Page(title, ran, ("figure", drawn, f"Test error (solid) and training error (dashed) at the final step "
+                             f"against {x}; band: ± 1 std over seeds; dotted: the interpolation threshold."),
+                summary, tables, configuration([r["job_dir"] for r in sweep.rows if r.get("job_dir")], settings),
+                command or "ticketlab sweep ... (the command line was not recorded)", warnings, more)
+    files |= write_page(page, out, ("sweep", "report"))
     files["csv"] = out / "sweep.csv"
     with files["csv"].open("w", newline="") as f:
         csv.writer(f).writerows([head] + body)
