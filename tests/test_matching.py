@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import statistics
 
-from ticketlab import matching
 from ticketlab.matching import TOLERANCE, lowest_matching, matches, tolerance
 from ticketlab.report.aggregate import aggregate
 from ticketlab.report.methods import summarize as summarize_methods
